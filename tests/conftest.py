@@ -1,0 +1,25 @@
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from transformers import AutoTokenizer
+
+    from workbench.models.tiny import embedded_tokenizer_dir
+
+    tok = AutoTokenizer.from_pretrained(str(embedded_tokenizer_dir()))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+@pytest.fixture()
+def tiny_model():
+    """A fresh tiny random Llama (seed 0) for each test: tests may wrap or train it."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from workbench.models.tiny import tiny_llama_config
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(tiny_llama_config()).eval()

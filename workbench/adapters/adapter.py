@@ -1,0 +1,89 @@
+"""The in-memory adapter value: PEFT-format tensors + config + workbench sidecar."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from workbench.adapters.factors import ModuleFactors, file_key, module_key
+from workbench.errors import FileFormatError, MismatchError
+from workbench.io.adapter_dir import read_adapter_dir, write_adapter_dir
+
+
+@dataclass
+class Adapter:
+    """An adapter as files see it. ``tensors`` uses PEFT's keys; ``meta`` is workbench.json ({} for plain PEFT)."""
+
+    tensors: dict[str, torch.Tensor]
+    config: dict
+    meta: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name") or (self.path.name if self.path else "adapter")
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.meta.get("base_fingerprint")
+
+    @property
+    def method(self) -> str:
+        return self.meta.get("method", "peft_lora")
+
+    def modules(self) -> list[str]:
+        """Module keys (``model.layers.0.self_attn.q_proj``) in sorted order."""
+        return sorted({module_key(k) for k in self.tensors if k.endswith(".lora_A.weight")})
+
+    def b_keys(self) -> list[str]:
+        return sorted(k for k in self.tensors if k.endswith(".lora_B.weight"))
+
+    def scaling(self, module: str) -> float:
+        """PEFT's scaling for one module: alpha / r (alpha / sqrt(r) with rsLoRA), honouring patterns."""
+        r = _pattern_value(self.config.get("rank_pattern") or {}, module, self.config.get("r", 8))
+        alpha = _pattern_value(self.config.get("alpha_pattern") or {}, module, self.config.get("lora_alpha", 8))
+        return alpha / math.sqrt(r) if self.config.get("use_rslora") else alpha / r
+
+    def factors(self) -> dict[str, ModuleFactors]:
+        """Per-module ``ModuleFactors`` (float32 copies are not made; dtypes are as stored)."""
+        out = {}
+        for m in self.modules():
+            a, b = self.tensors.get(file_key(m, "A")), self.tensors.get(file_key(m, "B"))
+            if a is None or b is None:
+                raise FileFormatError(f"{self.path or self.name}: module {m} lacks lora_A or lora_B")
+            out[m] = ModuleFactors(a, b, self.scaling(m))
+        return out
+
+    def save(self, path, overwrite: bool = False) -> Path:
+        self.path = write_adapter_dir(path, self.tensors, self.config, self.meta, overwrite=overwrite)
+        return self.path
+
+
+def _pattern_value(pattern: dict, module: str, default):
+    # PEFT matches rank_pattern keys as regex suffixes of the module name.
+    for key, value in pattern.items():
+        if re.match(rf"(.*\.)?{key}$", module):
+            return value
+    return default
+
+
+def load_adapter(path) -> Adapter:
+    """Read an adapter directory (workbench-made or plain PEFT) with every file check applied."""
+    tensors, config, meta = read_adapter_dir(path)
+    if config.get("peft_type", "LORA") not in ("LORA",):
+        raise FileFormatError(f"{Path(path) / 'adapter_config.json'}: peft_type '{config.get('peft_type')}' is not a LoRA adapter")
+    return Adapter(tensors=tensors, config=config, meta=meta, path=Path(path))
+
+
+def check_same_base(adapters: list[Adapter]) -> str | None:
+    """All adapters that record a base fingerprint must record the same one. Returns it (or None)."""
+    seen = {(a.fingerprint, str(a.path or a.name)) for a in adapters if a.fingerprint}
+    prints = {fp for fp, _ in seen}
+    if len(prints) > 1:
+        detail = "; ".join(f"{p}: {fp}" for fp, p in sorted(seen, key=lambda x: x[1]))
+        raise MismatchError(f"adapters come from different base models ({detail})")
+    return next(iter(prints), None)

