@@ -43,6 +43,7 @@ def base_fingerprint(model) -> str:
     for name, p in sorted(base.named_parameters(), key=lambda kv: kv[0]):
         if "lora_" in name or "modules_to_save" in name:
             continue
+        name = name.replace(".base_layer", "")  # PEFT's wrapper renames the wrapped Linear's weight
         h.update(f"{name}:{_logical_shape(p)};".encode())
         if p.is_floating_point() and getattr(p, "quant_state", None) is None and ("embed" in name or "norm" in name):
             h.update(_sample_bytes(p))

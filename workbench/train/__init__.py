@@ -1,0 +1,1 @@
+"""The one explicit training loop (accelerate), its batching and its checkpoints."""

@@ -1,0 +1,223 @@
+"""The training loop: one explicit loop on accelerate (fp32/bf16, accumulation, clipping, schedules,
+per-group learning rates, packed batches, checkpoints, exact resume, non-finite guard, DDP).
+
+Loss normalisation: every micro-batch contributes ``sum of token losses / label tokens of the whole
+global batch`` (times the world size, because DDP averages gradients). So one process with accumulation
+and N processes with the same global batch compute the same gradient, and a packed batch weighs tokens
+exactly like a padded one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import signal
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from workbench.adapters.adapter import Adapter
+from workbench.adapters.init import tensors_hash
+from workbench.adapters.live import attach, extract
+from workbench.adapters.registry import get_method
+from workbench.adapters.spec import AdapterSpec
+from workbench.errors import ConfigError, NonFiniteError
+from workbench.models.fingerprint import base_fingerprint
+from workbench.train.batches import collate_packed, collate_padded, label_tokens, plan_steps, split_micro
+from workbench.train.checkpoint import (check_same_world, latest_checkpoint,
+                                        prune_checkpoints, restore_checkpoint, save_checkpoint)
+from workbench.train.config import RESUME_NEUTRAL_KEYS, TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    adapter: Adapter
+    adapter_path: Path | None
+    summary: dict
+    model: object = field(repr=False, default=None)
+
+
+def data_hash(examples: list[dict]) -> str:
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(json.dumps([ex["input_ids"], ex["labels"]]).encode())
+    return h.hexdigest()[:16]
+
+
+def _identity(model, examples, spec, cfg, init, mask, world_size) -> dict:
+    ident = {f"config.{k}": v for k, v in cfg.to_dict().items() if k not in RESUME_NEUTRAL_KEYS}
+    ident.update({f"spec.{k}": v for k, v in spec.to_dict().items()})
+    ident.update({"data": data_hash(examples), "base": base_fingerprint(model), "world_size": world_size,
+                  "init": tensors_hash(init.tensors) if init else None,
+                  "mask": tensors_hash(mask) if mask else None})
+    return json.loads(json.dumps(ident, default=str))
+
+
+def _scheduler(opt, cfg: TrainConfig, total: int):
+    from transformers import get_scheduler
+
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.schedule]
+    return get_scheduler(name, opt, num_warmup_steps=math.ceil(cfg.warmup_ratio * total), num_training_steps=total)
+
+
+def _token_loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
+    labels = batch.pop("labels")
+    logits = model(**batch, use_cache=False).logits
+    # (b, t, v) predicts the next token: shift, then sum over tokens that carry loss.
+    logits, labels = logits[:, :-1, :].float(), labels[:, 1:]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum")
+    return loss, int((labels != -100).sum())
+
+
+def _fault(name: str, step: int) -> bool:
+    """Fault-injection points for tests/faults (environment variables; no effect when unset)."""
+    return os.environ.get(f"WORKBENCH_FAULT_{name}") == str(step)
+
+
+def train(model, examples: list[dict], spec: AdapterSpec, cfg: TrainConfig, out_dir, *,
+          init: Adapter | None = None, mask: dict[str, torch.Tensor] | None = None, pad_id: int = 0,
+          force: bool = False, progress: bool = True, meta: dict | None = None) -> TrainResult:
+    """Train an adapter on tokenized examples and write it to ``out_dir/adapter``.
+
+    Args:
+        model: a transformers causal LM (wrapped in place by the method's PEFT layers).
+        examples: ``[{"input_ids": [...], "labels": [...]}]`` (labels -100 on prompt tokens).
+        spec: adapter settings (method, rank, seed...).
+        cfg: training settings.
+        out_dir: stage directory: ``checkpoints/``, ``adapter/``, ``train_summary.json``.
+        init: adapter to continue (continual learning); mask: lora_B key -> bool trainable entries.
+        force: discard checkpoints recorded under different settings instead of refusing to resume.
+
+    Raises:
+        ConfigError: empty data, batch too small for the processes, or resume with changed settings.
+        NonFiniteError: the loss became NaN/inf; the last committed checkpoint stays the newest.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    if not examples:
+        raise ConfigError("training data is empty")
+    out_dir = Path(out_dir)
+    acc = Accelerator(mixed_precision="bf16" if cfg.precision == "bf16" else "no")
+    parts = cfg.grad_accum * acc.num_processes
+    if cfg.batch_size % parts:
+        raise ConfigError(f"batch_size: {cfg.batch_size} is not a multiple of grad_accum x processes = {parts}")
+    set_seed(cfg.seed)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    ident = _identity(model, examples, spec, cfg, init, mask, acc.num_processes)
+    pm = attach(model, spec, init=init, mask=mask)
+    if cfg.gradient_checkpointing:
+        pm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        pm.enable_input_require_grads()
+    method = get_method(spec.method)
+    opt = torch.optim.AdamW(method.param_groups(pm, spec, cfg.lr, cfg.weight_decay), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    plan = plan_steps(len(examples), cfg.batch_size, cfg.steps, cfg.epochs, cfg.seed)
+    sched = _scheduler(opt, cfg, len(plan))
+    params = {n: p for n, p in pm.named_parameters() if p.requires_grad}
+    ckpt_root = out_dir / "checkpoints"
+    start, trace = _maybe_resume(ckpt_root, ident, params, opt, sched, force)
+    pm.train()
+    pm_, opt_ = acc.prepare(pm, opt)
+    lengths = [len(ex["input_ids"]) for ex in examples]
+    bar = _progress(progress and acc.is_main_process, len(plan), start)
+    t0, tokens_seen = time.perf_counter(), 0
+    for step in range(start, len(plan)):
+        micro = split_micro(plan[step], lengths, parts)
+        mine = micro[acc.process_index * cfg.grad_accum:(acc.process_index + 1) * cfg.grad_accum]
+        global_tokens = label_tokens([examples[i] for i in plan[step]])
+        local_sum = torch.zeros((), dtype=torch.float64)
+        for j, idx in enumerate(mine):
+            batch = _collate([examples[i] for i in idx], cfg.batching, pad_id)
+            batch = {k: v.to(acc.device) for k, v in batch.items()}
+            sync = contextlib.nullcontext() if j == len(mine) - 1 else acc.no_sync(pm_)
+            with sync, acc.autocast():
+                loss_sum, _ = _token_loss_sum(pm_, batch)
+                if _fault("NAN_AT", step):
+                    loss_sum = loss_sum * float("nan")
+                acc.backward(loss_sum * (acc.num_processes / max(global_tokens, 1)))
+            local_sum += loss_sum.detach().double().cpu()
+            tokens_seen += sum(lengths[i] for i in idx)
+        step_loss = float(acc.reduce(local_sum.to(acc.device), reduction="sum")) / max(global_tokens, 1)
+        if not math.isfinite(step_loss):
+            raise NonFiniteError(f"non-finite loss ({step_loss}) at step {step + 1}; the last committed "
+                                 f"checkpoint in {ckpt_root} is kept; lower the learning rate or check the data")
+        if cfg.max_grad_norm > 0:
+            acc.clip_grad_norm_([p for p in pm.parameters() if p.requires_grad], cfg.max_grad_norm)
+        opt_.step()
+        sched.step()
+        opt_.zero_grad(set_to_none=True)
+        method.on_step(pm, step)
+        trace.append({"step": step + 1, "examples": plan[step], "loss": step_loss})
+        _tick(bar, step_loss, tokens_seen, t0)
+        if _should_checkpoint(cfg, step, len(plan)) and acc.is_main_process:
+            save_checkpoint(ckpt_root, step + 1, params, opt, {"world": ident, "trace": trace})
+            prune_checkpoints(ckpt_root, cfg.keep_checkpoints)
+        if _fault("KILL_AFTER", step + 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+        acc.wait_for_everyone()
+    if bar is not None:
+        bar.close()
+    return _finish(acc, pm, spec, out_dir, trace, ident, tokens_seen, time.perf_counter() - t0, meta or {})
+
+
+def _maybe_resume(root: Path, ident: dict, params, opt, sched, force: bool) -> tuple[int, list]:
+    ckpt = latest_checkpoint(root)
+    if ckpt is None or not check_same_world(ckpt.state["world"], ident, root, force):
+        return 0, []
+    restore_checkpoint(ckpt, params, opt)
+    with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended here
+        warnings.simplefilter("ignore")
+        for _ in range(ckpt.step):  # the schedule is a pure function of the step count
+            sched.step()
+    log.info("resumed from %s (step %d)", ckpt.path, ckpt.step)
+    return ckpt.step, list(ckpt.state.get("trace", []))
+
+
+def _should_checkpoint(cfg: TrainConfig, step: int, total: int) -> bool:
+    return cfg.checkpoint_every > 0 and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total
+
+
+def _collate(examples: list[dict], batching: str, pad_id: int) -> dict:
+    return collate_packed(examples) if batching == "packed" else collate_padded(examples, pad_id)
+
+
+def _progress(enabled: bool, total: int, start: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
+
+
+def _tick(bar, loss: float, tokens: int, t0: float) -> None:
+    if bar is not None:
+        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens / max(time.perf_counter() - t0, 1e-9):.0f}")
+        bar.update(1)
+
+
+def _finish(acc, pm, spec, out_dir: Path, trace, ident, tokens, seconds, meta) -> TrainResult:
+    losses = [t["loss"] for t in trace]
+    summary = {"steps": len(trace), "first_loss": losses[0] if losses else None,
+               "last_loss": losses[-1] if losses else None, "tokens": tokens, "seconds": round(seconds, 3),
+               "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else None, "world": ident,
+               "trace": trace}
+    adapter = extract(pm, spec, training={k: v for k, v in summary.items() if k not in ("trace", "world")}, **meta)
+    path = None
+    if acc.is_main_process:
+        from workbench.io.atomic import atomic_write_json
+
+        path = adapter.save(out_dir / "adapter", overwrite=True)
+        atomic_write_json(out_dir / "train_summary.json", summary)
+    acc.wait_for_everyone()
+    return TrainResult(adapter=adapter, adapter_path=path, summary=summary, model=pm)
