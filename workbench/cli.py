@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
+import warnings
 
 from workbench.errors import WorkbenchError
 
@@ -33,8 +35,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_third_party() -> None:
+    # Noise a user cannot act on: bitsandbytes asks for the hub-only `kernels` package on every import,
+    # transformers warns about its own renamed internals.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _quiet_third_party()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:

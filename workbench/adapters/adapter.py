@@ -11,7 +11,7 @@ import torch
 
 from workbench.adapters.factors import ModuleFactors, file_key, module_key
 from workbench.errors import FileFormatError, MismatchError
-from workbench.io.adapter_dir import read_adapter_dir, write_adapter_dir
+from workbench.io.adapter_dir import read_adapter_dir, resolve_adapter_dir, write_adapter_dir
 
 
 @dataclass
@@ -73,6 +73,7 @@ def _pattern_value(pattern: dict, module: str, default):
 
 def load_adapter(path) -> Adapter:
     """Read an adapter directory (workbench-made or plain PEFT) with every file check applied."""
+    path = resolve_adapter_dir(path)
     tensors, config, meta = read_adapter_dir(path)
     if config.get("peft_type", "LORA") not in ("LORA",):
         raise FileFormatError(f"{Path(path) / 'adapter_config.json'}: peft_type '{config.get('peft_type')}' is not a LoRA adapter")

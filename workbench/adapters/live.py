@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+import warnings
 
 import torch
 
@@ -36,7 +37,9 @@ def adapter_tensors(pm) -> dict[str, torch.Tensor]:
     """The adapter's tensors under PEFT's file keys, with masked B's materialised."""
     from peft import get_peft_model_state_dict
 
-    state = {k: v for k, v in get_peft_model_state_dict(pm).items() if not _PARAMETRIZED.search(k)}
+    with warnings.catch_warnings():  # PEFT mistakes the masked values for unsharded FSDP tensors
+        warnings.simplefilter("ignore")
+        state = {k: v for k, v in get_peft_model_state_dict(pm).items() if not _PARAMETRIZED.search(k)}
     for module, layer in lora_layers(pm).items():
         state[file_key(module, "A")] = layer.lora_A["default"].weight
         state[file_key(module, "B")] = layer.lora_B["default"].weight  # parametrised: the full B

@@ -39,15 +39,23 @@ def read_json(path: Path) -> dict:
     return obj
 
 
+def resolve_adapter_dir(path: str | os.PathLike) -> Path:
+    """An adapter directory, or a training output directory holding one under ``adapter/``."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileFormatError(f"{path}: adapter directory not found")
+    if not (path / CONFIG).is_file() and (path / "adapter" / CONFIG).is_file():
+        return path / "adapter"
+    return path
+
+
 def read_adapter_dir(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict, dict]:
     """Read ``(tensors, adapter_config, sidecar)``; sidecar is ``{}`` for plain PEFT adapters.
 
     Raises:
         FileFormatError: missing files, pickle-only weights, corrupt or tampered files.
     """
-    path = Path(path)
-    if not path.is_dir():
-        raise FileFormatError(f"{path}: adapter directory not found")
+    path = resolve_adapter_dir(path)
     if not (path / WEIGHTS).is_file() and (path / "adapter_model.bin").is_file():
         raise FileFormatError(f"{path / 'adapter_model.bin'}: pickle weights are never loaded; convert the adapter to safetensors")
     config = read_json(path / CONFIG)

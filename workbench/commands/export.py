@@ -1,0 +1,26 @@
+"""``workbench export --compact ADAPTER_DIR --out DIR`` / ``workbench export --peft COMPACT_DIR --out DIR``."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("export", help="convert between PEFT adapters and compact LoRI files")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--compact", metavar="ADAPTER_DIR", help="PEFT adapter -> compact (A as seed, B bit-packed)")
+    mode.add_argument("--peft", metavar="COMPACT_DIR", help="compact -> PEFT adapter (lossless)")
+    p.add_argument("--out", required=True, help="output directory (must not exist)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from workbench.io.compact import dir_size, export_compact, export_peft
+
+    if args.compact:
+        out = export_compact(args.compact, args.out)
+        src = args.compact
+    else:
+        out = export_peft(args.peft, args.out)
+        src = args.peft
+    a, b = dir_size(src), dir_size(out)
+    print(f"wrote {out} ({b:,} bytes; source {a:,} bytes; ratio {a / b:.2f}x)")
+    return 0
