@@ -13,7 +13,7 @@ from workbench.train.config import TrainConfig
 from workbench.train.loop import TrainResult, train
 
 
-def task_examples(tokenizer, task: str, cfg: TrainConfig, limit: int | None = None, data_dir=None) -> list[dict]:
+def task_examples(tokenizer, task, cfg: TrainConfig, limit: int | None = None, data_dir=None) -> list[dict]:
     """Tokenized training examples of a task (loss on response tokens only)."""
     from workbench.data.prompts import tokenize_records
     from workbench.data.registry import get_task
@@ -32,7 +32,7 @@ def continued_spec(spec: AdapterSpec, init: Adapter) -> AdapterSpec:
     return AdapterSpec(**{**spec.to_dict(), **fixed, "options": spec.options})
 
 
-def train_task(base: BaseSpec | str, task: str, spec: AdapterSpec, cfg: TrainConfig, out_dir, *,
+def train_task(base: BaseSpec | str, task, spec: AdapterSpec, cfg: TrainConfig, out_dir, *,
                init: Adapter | str | None = None, mask=None, limit: int | None = None, data_dir=None,
                force: bool = False, progress: bool = True, model=None, tokenizer=None) -> TrainResult:
     """Train ``spec`` on ``task`` and write ``out_dir/adapter``.
@@ -55,7 +55,8 @@ def train_task(base: BaseSpec | str, task: str, spec: AdapterSpec, cfg: TrainCon
         spec = continued_spec(spec, init)
     mask_obj = load_mask(mask) if isinstance(mask, (str, Path)) else mask
     examples = task_examples(tokenizer, task, cfg, limit, data_dir)
-    meta = {"task": task, "name": Path(out_dir).name,
+    base_name = base.name if isinstance(base, BaseSpec) else base
+    meta = {"task": getattr(task, "name", task), "name": Path(out_dir).name, "base": base_name,
             "parent": str(init.path) if init is not None and init.path else None,
             "parent_hash": tensors_hash(init.tensors) if init is not None else None}
     if mask_obj is not None:

@@ -1,0 +1,25 @@
+"""A short Markdown overview of a finished run: stages, their headline numbers, the forgetting matrix."""
+
+from __future__ import annotations
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _headline(kind: str, metrics: dict) -> str:
+    if kind in ("train", "continue"):
+        return f"loss {_fmt(metrics.get('first_loss'))} -> {_fmt(metrics.get('last_loss'))}, {metrics.get('steps')} steps"
+    if kind == "calibrate":
+        return f"kept {metrics.get('kept')} (density {_fmt(metrics.get('density'))})"
+    if kind == "evaluate":
+        return ", ".join(f"{t}: {m.get('primary')}={_fmt(m.get('value'))}" for t, m in metrics.items())
+    return ""
+
+
+def summary_markdown(pipeline, results: dict) -> str:
+    lines = [f"# Run: {pipeline.name}", "", "| stage | kind | result |", "|---|---|---|"]
+    for name in pipeline.order():
+        if name in results:
+            lines.append(f"| {name} | {pipeline.task(name).kind} | {_headline(pipeline.task(name).kind, results[name].metrics)} |")
+    return "\n".join(lines) + "\n"
