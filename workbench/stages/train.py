@@ -62,8 +62,12 @@ def train_task(base: BaseSpec | str, task, spec: AdapterSpec, cfg: TrainConfig, 
     if mask_obj is not None:
         meta.update(mask_hash=mask_obj.content_hash(), mask_kept=int(mask_obj.kept()))
         _check_mask_base(mask_obj, init)
-    return train(model, examples, spec, cfg, out_dir, init=init, mask=mask_obj.tensors if mask_obj else None,
-                 pad_id=tokenizer.pad_token_id or 0, force=force, progress=progress, meta=meta)
+    from workbench.adapters.registry import get_method
+
+    runner = getattr(get_method(spec.method), "run", None) or train  # a method with its own phases (lora_drop)
+    return runner(model, examples, spec, cfg, out_dir, init=init, mask=mask_obj.tensors if mask_obj else None,
+                 pad_id=tokenizer.pad_token_id or 0, force=force, progress=progress, meta=meta,
+                 fault_tag=Path(out_dir).name.rsplit("-", 1)[0])
 
 
 def _check_mask_base(mask, init: Adapter | None) -> None:

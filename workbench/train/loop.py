@@ -79,14 +79,17 @@ def _token_loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
     return loss, int((labels != -100).sum())
 
 
-def _fault(name: str, step: int) -> bool:
-    """Fault-injection points for tests/faults (environment variables; no effect when unset)."""
-    return os.environ.get(f"WORKBENCH_FAULT_{name}") == str(step)
+def _fault(name: str, step: int, tag: str | None) -> bool:
+    """Fault-injection points for the fault tests (environment variables; no effect when unset).
+    ``WORKBENCH_FAULT_STAGE`` limits them to the run whose ``fault_tag`` (a stage name) matches."""
+    stage = os.environ.get("WORKBENCH_FAULT_STAGE")
+    return os.environ.get(f"WORKBENCH_FAULT_{name}") == str(step) and (stage is None or stage == tag)
 
 
 def train(model, examples: list[dict], spec: AdapterSpec, cfg: TrainConfig, out_dir, *,
           init: Adapter | None = None, mask: dict[str, torch.Tensor] | None = None, pad_id: int = 0,
-          force: bool = False, progress: bool = True, meta: dict | None = None) -> TrainResult:
+          force: bool = False, progress: bool = True, meta: dict | None = None,
+          fault_tag: str | None = None) -> TrainResult:
     """Train an adapter on tokenized examples and write it to ``out_dir/adapter``.
 
     Args:
@@ -124,6 +127,7 @@ def train(model, examples: list[dict], spec: AdapterSpec, cfg: TrainConfig, out_
     opt = torch.optim.AdamW(method.param_groups(pm, spec, cfg.lr, cfg.weight_decay), lr=cfg.lr, weight_decay=cfg.weight_decay)
     plan = plan_steps(len(examples), cfg.batch_size, cfg.steps, cfg.epochs, cfg.seed)
     sched = _scheduler(opt, cfg, len(plan))
+    method.on_train_start(pm, len(plan))
     params = {n: p for n, p in pm.named_parameters() if p.requires_grad}
     ckpt_root = out_dir / "checkpoints"
     start, trace = _maybe_resume(ckpt_root, ident, params, opt, sched, force)
@@ -143,9 +147,13 @@ def train(model, examples: list[dict], spec: AdapterSpec, cfg: TrainConfig, out_
             sync = contextlib.nullcontext() if j == len(mine) - 1 else acc.no_sync(pm_)
             with sync, acc.autocast():
                 loss_sum, _ = _token_loss_sum(pm_, batch)
-                if _fault("NAN_AT", step):
+                if _fault("NAN_AT", step, fault_tag):
                     loss_sum = loss_sum * float("nan")
-                acc.backward(loss_sum * (acc.num_processes / max(global_tokens, 1)))
+                loss = loss_sum * (acc.num_processes / max(global_tokens, 1))
+                extra = method.loss_extra(pm)
+                if extra is not None:  # a per-step term: split over the micro-batches so it counts once
+                    loss = loss + extra / len(mine)
+                acc.backward(loss)
             local_sum += loss_sum.detach().double().cpu()
             tokens_seen += sum(lengths[i] for i in idx)
         step_loss = float(acc.reduce(local_sum.to(acc.device), reduction="sum")) / max(global_tokens, 1)
@@ -156,14 +164,14 @@ def train(model, examples: list[dict], spec: AdapterSpec, cfg: TrainConfig, out_
             acc.clip_grad_norm_([p for p in pm.parameters() if p.requires_grad], cfg.max_grad_norm)
         opt_.step()
         sched.step()
+        method.on_step(pm, step)  # before zero_grad: AdaLoRA's allocator scores weights by |w * grad|
         opt_.zero_grad(set_to_none=True)
-        method.on_step(pm, step)
         trace.append({"step": step + 1, "examples": plan[step], "loss": step_loss})
         _tick(bar, step_loss, tokens_seen, t0)
         if _should_checkpoint(cfg, step, len(plan)) and acc.is_main_process:
             save_checkpoint(ckpt_root, step + 1, params, opt, {"world": ident, "trace": trace})
             prune_checkpoints(ckpt_root, cfg.keep_checkpoints)
-        if _fault("KILL_AFTER", step + 1):
+        if _fault("KILL_AFTER", step + 1, fault_tag):
             os.kill(os.getpid(), signal.SIGKILL)
         acc.wait_for_everyone()
     if bar is not None:
