@@ -25,7 +25,9 @@ def _logical_shape(p: torch.Tensor) -> tuple[int, ...]:
 
 def _sample_bytes(p: torch.Tensor) -> bytes:
     flat = p.detach().reshape(-1)
-    idx = torch.linspace(0, flat.numel() - 1, steps=min(SAMPLE, flat.numel())).long()
+    n = min(SAMPLE, flat.numel())
+    # integer spacing: a float linspace rounds past the end for tensors of ~2**24+ elements
+    idx = torch.arange(n, dtype=torch.long) * (flat.numel() - 1) // max(n - 1, 1)
     return flat[idx].float().to(torch.bfloat16).view(torch.int16).numpy().tobytes()
 
 
@@ -41,9 +43,10 @@ def base_fingerprint(model) -> str:
     for f in ARCH_FIELDS:
         h.update(f"{f}={getattr(cfg, f, None)};".encode())
     for name, p in sorted(base.named_parameters(), key=lambda kv: kv[0]):
-        if "lora_" in name or "modules_to_save" in name:
+        if "lora_" in name or "modules_to_save" in name or ".ranknum." in name:  # adapter parameters (AdaLoRA's ranknum)
             continue
-        name = name.replace(".base_layer", "")  # PEFT's wrapper renames the wrapped Linear's weight
+        # PEFT's wrappers rename the wrapped module's weights (LoRA layers, modules_to_save copies).
+        name = name.replace(".base_layer", "").replace(".original_module", "")
         h.update(f"{name}:{_logical_shape(p)};".encode())
         if p.is_floating_point() and getattr(p, "quant_state", None) is None and ("embed" in name or "norm" in name):
             h.update(_sample_bytes(p))
