@@ -1,12 +1,41 @@
 """workbench: continual learning and merging of LoRA-family adapters, built around LoRI.
 
 The public Python API; examples and notebooks import only from here.
+
+Names are imported on first use (PEP 562 ``__getattr__``): ``import workbench.graph`` or
+``workbench validate`` must not pay for (or depend on) torch and transformers.
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-from workbench.adapters.adapter import Adapter, load_adapter  # noqa: E402
-from workbench.errors import WorkbenchError  # noqa: E402
-from workbench.models.base import BaseSpec, load_base  # noqa: E402
+# public name -> module that defines it
+_EXPORTS = {
+    "Adapter": "workbench.adapters.adapter",
+    "load_adapter": "workbench.adapters.adapter",
+    "WorkbenchError": "workbench.errors",
+    "BaseSpec": "workbench.models.base",
+    "load_base": "workbench.models.base",
+    "load_pipeline": "workbench.pipeline",
+    "validate": "workbench.pipeline",
+    "expand_chain": "workbench.pipeline",
+    "run_pipeline": "workbench.graph",
+    "plan": "workbench.graph",
+}
 
-__all__ = ["Adapter", "BaseSpec", "WorkbenchError", "load_adapter", "load_base", "__version__"]
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'workbench' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return __all__

@@ -76,8 +76,16 @@ class Method:
         params = [p for p in pm.parameters() if p.requires_grad]
         return [{"params": params, "lr": lr, "weight_decay": weight_decay}]
 
+    def on_train_start(self, pm, total_steps: int) -> None:
+        """Called once the loop knows its number of optimizer steps (AdaLoRA's budget schedule needs it)."""
+
+    def loss_extra(self, pm) -> torch.Tensor | None:
+        """A per-step term added to the training loss (AdaLoRA's orthogonality regulariser), or None."""
+        return None
+
     def on_step(self, pm, step: int) -> None:
-        """Called after each optimizer step (AdaLoRA's rank allocation hooks in here)."""
+        """Called after each optimizer step, before the gradients are cleared (AdaLoRA's rank allocation
+        reads them)."""
 
 
 def lora_layers(pm) -> dict[str, nn.Module]:
@@ -86,7 +94,8 @@ def lora_layers(pm) -> dict[str, nn.Module]:
 
     out = {}
     for name, mod in pm.named_modules():
-        if isinstance(mod, LoraLayer) and "default" in mod.lora_A:
+        # AdaLoRA's layers hold bare Parameters (SVD triplets), not A/B Linear modules: not LoRA factors.
+        if isinstance(mod, LoraLayer) and "default" in mod.lora_A and isinstance(mod.lora_A["default"], nn.Module):
             out[name[len("base_model.model."):] if name.startswith("base_model.model.") else name] = mod
     return out
 

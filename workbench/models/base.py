@@ -76,6 +76,10 @@ def _dequantize_gguf(gguf: Path, target: Path) -> Path:
     # transformers leaves a gguf quantization_config behind; it would break saving and re-quantizing.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    # transformers 5.x also keeps the gguf quantizer on the model and refuses to save; the weights are
+    # already dequantized float tensors, so there is nothing left to quantize.
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".wbtmp-", dir=target.parent))
     try:
