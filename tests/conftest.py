@@ -23,3 +23,11 @@ def tiny_model():
 
     torch.manual_seed(0)
     return LlamaForCausalLM(tiny_llama_config()).eval()
+
+
+def pytest_configure(config):
+    # Unit tests use tiny models: one thread avoids oversubscription on small CPUs (2 threads made small
+    # matmuls up to 24x slower on a loaded 2-core machine); subprocess tests set their own.
+    import torch
+
+    torch.set_num_threads(1)

@@ -37,8 +37,25 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", default=None, help="directory with full datasets (default: shipped subsets)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--deterministic", action="store_true")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="method option, e.g. --option lr_ratio=16 (lora_plus); see docs/methods.md")
     p.add_argument("--force", action="store_true", help="restart instead of refusing to resume with changed settings")
     p.set_defaults(func=run)
+
+
+def parse_options(items: list[str]) -> dict:
+    """``["lr_ratio=16", "top_n=4"]`` -> ``{"lr_ratio": 16, "top_n": 4}`` (values read as YAML scalars)."""
+    import yaml
+
+    from workbench.errors import ConfigError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option {item!r}: expected KEY=VALUE")
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 def run(args) -> int:
@@ -50,7 +67,8 @@ def run(args) -> int:
 
     targets = tuple(args.targets.split(",")) if args.targets else DEFAULT_TARGETS
     spec = AdapterSpec(method=args.method, rank=args.rank, alpha=args.alpha or 2.0 * args.rank,
-                       target_modules=targets, dropout=args.dropout, a_seed=args.a_seed, task=args.task)
+                       target_modules=targets, dropout=args.dropout, a_seed=args.a_seed, task=args.task,
+                       options=tuple(parse_options(args.option).items()))
     cfg = TrainConfig(lr=args.lr, steps=args.steps, epochs=args.epochs or 1.0, batch_size=args.batch_size,
                       grad_accum=args.grad_accum, max_length=args.max_length, weight_decay=args.weight_decay,
                       schedule=args.schedule, warmup_ratio=args.warmup_ratio, precision=args.precision,

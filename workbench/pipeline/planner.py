@@ -16,7 +16,7 @@ from workbench.pipeline.checks import is_local, resolve_path
 
 _LOOP = ("lr", "batch_size", "grad_accum", "max_length", "max_samples", "warmup_ratio", "weight_decay",
          "scheduler", "seed", "checkpoint_every")
-_SHAPE = ("rank", "alpha", "dropout", "target_modules")
+_SHAPE = ("rank", "alpha", "dropout", "target_modules", "options")
 
 
 def _pick(stage, defaults: schema.Defaults, fields) -> dict:

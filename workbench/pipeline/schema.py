@@ -85,6 +85,7 @@ class Shape(Strict):
     alpha: Optional[Annotated[float, Field(gt=0.0)]] = None
     dropout: Optional[Fraction] = None
     target_modules: Optional[Annotated[list[str], Field(min_length=1)]] = None
+    options: Optional[dict[str, Union[int, float, str, bool]]] = None
 
 
 class Defaults(Loop, Shape):

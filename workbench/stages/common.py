@@ -26,7 +26,8 @@ def train_config(p: dict) -> TrainConfig:
 def adapter_spec(p: dict, method: str | None = None) -> AdapterSpec:
     return AdapterSpec(method=method or p["method"], rank=p.get("rank", 8), alpha=p.get("alpha", 16.0),
                        target_modules=tuple(p.get("target_modules") or AdapterSpec.target_modules),
-                       dropout=p.get("dropout", 0.0), a_seed=p.get("a_seed", p.get("seed", 0)), task=p["task"])
+                       dropout=p.get("dropout", 0.0), a_seed=p.get("a_seed", p.get("seed", 0)), task=p["task"],
+                       options=tuple((p.get("options") or {}).items()))
 
 
 def task_of(p: dict, name_key: str = "task", spec_key: str = "task_spec"):

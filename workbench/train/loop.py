@@ -30,6 +30,7 @@ from workbench.adapters.live import attach, extract
 from workbench.adapters.registry import get_method
 from workbench.adapters.spec import AdapterSpec
 from workbench.errors import ConfigError, NonFiniteError
+from workbench.io.atomic import clean_stale_temps
 from workbench.models.fingerprint import base_fingerprint
 from workbench.train.batches import collate_packed, collate_padded, label_tokens, plan_steps, split_micro
 from workbench.train.checkpoint import (check_same_world, latest_checkpoint,
@@ -118,6 +119,8 @@ def train(model, examples: list[dict], spec: AdapterSpec, cfg: TrainConfig, out_
     set_seed(cfg.seed)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
+    if acc.is_main_process:  # an adapter save killed in the last run left a temp directory here
+        clean_stale_temps(out_dir)
     ident = _identity(model, examples, spec, cfg, init, mask, acc.num_processes)
     pm = attach(model, spec, init=init, mask=mask)
     if cfg.gradient_checkpointing:
