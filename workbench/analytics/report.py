@@ -1,0 +1,129 @@
+"""``build_report``: adapters (+ optional masks and forgetting matrix) -> report.json, report.md,
+report.html and PNG figures in one directory. The engine's ``analyze`` stage and ``workbench report`` call it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from workbench.adapters.adapter import Adapter, check_same_base, load_adapter
+from workbench.analytics.forgetting import load_forgetting
+from workbench.analytics.masks import check_mask_shapes, normalise_mask
+from workbench.analytics.pairs import analyse
+from workbench.analytics.serialize import report_dict
+from workbench.errors import ConfigError
+from workbench.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+
+def name_adapters(adapters) -> dict[str, Adapter]:
+    """``{unique name: Adapter}`` from a list or dict of Adapters or adapter directories.
+
+    Repeated names get ``-2``, ``-3`` suffixes so that every adapter keeps its own row.
+
+    Raises:
+        ConfigError: no adapters were given.
+    """
+    items = list(adapters.items()) if isinstance(adapters, dict) else [(None, a) for a in adapters]
+    if not items:
+        raise ConfigError("report: at least one adapter is needed")
+    named: dict[str, Adapter] = {}
+    for name, a in items:
+        a = load_adapter(a) if isinstance(a, (str, os.PathLike)) else a
+        base, k = str(name or a.name), 2
+        name = base
+        while name in named:
+            name, k = f"{base}-{k}", k + 1
+        named[name] = a
+    return named
+
+
+def _mask_list(masks, names: list[str]) -> dict:
+    if isinstance(masks, dict):
+        unknown = sorted(set(masks) - set(names))
+        if unknown:
+            raise ConfigError(f"report: masks given for unknown adapters {unknown}; adapters: {names}")
+        return masks
+    masks = list(masks)
+    if len(masks) != len(names):
+        raise ConfigError(f"report: {len(masks)} masks for {len(names)} adapters (give one per adapter, or None)")
+    return dict(zip(names, masks))
+
+
+def prepare_masks(masks, named: dict[str, Adapter]) -> dict:
+    """``{adapter name: {module key: bool tensor}}`` checked against each adapter's lora_B shapes.
+
+    Raises:
+        ConfigError: the masks do not line up with the adapters.
+        MismatchError: a mask does not fit its adapter.
+    """
+    if masks is None:
+        return {}
+    out = {}
+    for name, mask in _mask_list(masks, list(named)).items():
+        if mask is None:
+            continue
+        adapter = named[name]
+        where = f"mask of adapter '{name}'"
+        tensors = normalise_mask(mask, where)
+        check_mask_shapes(tensors, {m: tuple(f.B.shape) for m, f in adapter.factors().items()}, where)
+        out[name] = tensors
+    return out
+
+
+def adapter_info(a: Adapter) -> dict:
+    """Identity fields of an adapter for the report."""
+    return {"path": str(a.path) if a.path else None, "method": a.method, "rank": a.config.get("r"),
+            "base_fingerprint": a.fingerprint, "n_modules": len(a.modules())}
+
+
+def write_report(report: dict, out_dir: Path) -> dict:
+    """Write the PNGs, report.md, report.html and report.json (last) into ``out_dir``. Returns ``files``."""
+    # Imported here so that the analytics (and ``import workbench``) do not pull in matplotlib.
+    from workbench.analytics.plots import render_all
+    from workbench.analytics.render_html import render_html
+    from workbench.analytics.render_md import render_md
+
+    images = render_all(report)
+    for name, png in images.items():
+        atomic_write_bytes(out_dir / name, png)
+    files = {"json": "report.json", "md": "report.md", "html": "report.html", "images": list(images)}
+    report["files"] = files
+    atomic_write_text(out_dir / "report.md", render_md(report, list(images)))
+    atomic_write_text(out_dir / "report.html", render_html(report, images))
+    atomic_write_json(out_dir / "report.json", report)
+    return files
+
+
+def build_report(adapters, masks=None, forgetting=None, out_dir=None, *, top_k: int = 10,
+                 threads: int | None = 1) -> dict:
+    """Compare adapters pairwise on every shared module and write the report.
+
+    Args:
+        adapters: Adapters or adapter directories, as a list (names from each adapter) or a dict
+            ``{name: adapter}``.
+        masks: optional LoRI-S masks: a list aligned with ``adapters`` or a dict by name; each a mask
+            file path, an object with ``.tensors``, a dict of bool tensors keyed by lora_B keys, or None.
+        forgetting: optional forgetting matrix: a JSON path or a dict (see SCHEMA.md).
+        out_dir: directory for report.json, report.md, report.html and the PNG figures.
+        top_k: how many of the most interfering modules to list.
+        threads: torch threads while analysing (1: many tiny LAPACK calls; see ``pairs.torch_threads``).
+
+    Returns:
+        The report dict exactly as written to ``report.json`` (schema in SCHEMA.md).
+
+    Raises:
+        ConfigError: no adapters, no ``out_dir``, or masks that do not line up with the adapters.
+        MismatchError: adapters from different bases, mismatched module shapes, or ill-fitting masks.
+        FileFormatError: unreadable adapters, masks or forgetting file.
+    """
+    if out_dir is None:
+        raise ConfigError("report: out_dir is required")
+    named = name_adapters(adapters)
+    check_same_base(list(named.values()))
+    mask_tensors = prepare_masks(masks, named)
+    forg = load_forgetting(forgetting) if forgetting is not None else None
+    analysis = analyse({n: a.factors() for n, a in named.items()}, mask_tensors, threads=threads)
+    report = report_dict(analysis, {n: adapter_info(a) for n, a in named.items()}, forg, top_k)
+    write_report(report, Path(out_dir))
+    return report
