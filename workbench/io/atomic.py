@@ -11,6 +11,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -46,6 +48,22 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[n:]
 
 
+def _fault_kill_offset(path: Path) -> int | None:
+    """Fault point for tests/faults: ``WORKBENCH_FAULT_WRITE_KILL=<path substring>:<byte offset>`` makes the
+    first matching write SIGKILL its own process after that many bytes reached the temp file."""
+    spec = os.environ.get("WORKBENCH_FAULT_WRITE_KILL")
+    if not spec:
+        return None
+    needle, _, offset = spec.rpartition(":")
+    return int(offset) if needle and needle in path.as_posix() else None
+
+
+def _write_then_die(fd: int, data: bytes | memoryview, offset: int) -> None:
+    _write_all(fd, memoryview(data)[:offset])
+    os.fsync(fd)  # the bytes are really on disk when the process dies, as in a crash mid-write
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> Path:
     """Write ``data`` to ``path`` atomically and durably. Returns the final path.
 
@@ -57,6 +75,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> Pat
     fd, tmp = tempfile.mkstemp(prefix=f"{TMP_MARK}{path.name}.", dir=str(path.parent))
     try:
         try:
+            kill_at = _fault_kill_offset(path)
+            if kill_at is not None:
+                _write_then_die(fd, data, kill_at)
             _write_all(fd, data)
             os.fsync(fd)
         finally:
@@ -93,12 +114,35 @@ def _silent_unlink(p: str) -> None:
         pass
 
 
+OLD_MARK = f"{TMP_MARK}old-"
+
+
 def clean_stale_temps(directory: str | os.PathLike) -> list[Path]:
-    """Remove temp files left by a killed writer under ``directory`` (recursively). Returns them."""
+    """Remove temp files and directories left by a killed writer under ``directory`` (recursively).
+
+    A directory moved aside by an interrupted swap (``.wbtmp-old-<name>-<pid>``, see
+    ``io/adapter_dir.py``) whose ``<name>`` no longer exists is the only copy of that artifact: it is
+    renamed back instead of removed. Call only while holding the directory (run lock, or one trainer).
+
+    Returns:
+        The paths removed or restored.
+    """
     directory = Path(directory)
     if not directory.exists():
         return []
-    stale = [p for p in directory.rglob(f"{TMP_MARK}*") if p.is_file()]
+    stale = sorted(directory.rglob(f"{TMP_MARK}*"), key=lambda p: len(p.parts))
     for p in stale:
-        _silent_unlink(str(p))
+        if p.is_dir():
+            _restore_or_remove_dir(p)
+        else:
+            _silent_unlink(str(p))
     return stale
+
+
+def _restore_or_remove_dir(p: Path) -> None:
+    if p.name.startswith(OLD_MARK):
+        original = p.with_name(p.name[len(OLD_MARK):].rpartition("-")[0])
+        if not original.exists():
+            os.replace(p, original)  # the kill fell between the two renames of a swap
+            return
+    shutil.rmtree(p, ignore_errors=True)
