@@ -19,6 +19,8 @@ from pathlib import Path
 from workbench.errors import WorkbenchError
 
 TMP_MARK = ".wbtmp-"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class DiskFullError(WorkbenchError):
@@ -75,6 +77,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> Pat
     fd, tmp = tempfile.mkstemp(prefix=f"{TMP_MARK}{path.name}.", dir=str(path.parent))
     try:
         try:
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts get the usual umask mode
             kill_at = _fault_kill_offset(path)
             if kill_at is not None:
                 _write_then_die(fd, data, kill_at)
