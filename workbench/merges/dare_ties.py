@@ -1,0 +1,45 @@
+"""``dare_ties``: DARE's random drop and rescale, then TIES' sign election (Yu et al. 2024)."""
+
+from __future__ import annotations
+
+import torch
+
+from workbench.adapters.factors import ModuleFactors
+from workbench.merges.checks import check_not_sparse
+from workbench.merges.linear import check_equal_ranks
+from workbench.merges.params import RandomSignParams
+from workbench.merges.primitives import (dense_deltas, merge_delta_space, merge_factor_space, prune_random,
+                                         ties_disjoint_mean)
+from workbench.merges.registry import MergeContext, register_merge
+
+
+@register_merge("dare_ties", params=RandomSignParams, reference="https://arxiv.org/abs/2311.03099",
+                check=check_not_sparse)
+def dare_ties(factors: list[ModuleFactors], weights: list[float], params: RandomSignParams,
+              ctx: MergeContext) -> ModuleFactors | torch.Tensor:
+    """DARE-TIES: random drop with rescale, sign election, merge of the agreeing entries.
+
+    ``space='factor'`` (default): PEFT's ``dare_ties`` on the A's, then the B's (weights as in ``linear``;
+    agreeing entries averaged by count; masks equal PEFT's for the same ``seed``). ``space='delta'``:
+    mergekit's ``dare_ties`` on the dense updates (sign elected on w_i dW_i, agreeing entries summed, not
+    normalized).
+
+    Args:
+        factors: one ModuleFactors per adapter (equal ranks in factor space).
+        weights: one weight per adapter.
+        params: ``density``, ``seed``, ``majority_sign_method``, ``space``, ``rank``.
+        ctx: the module, adapter names, and the shared seeded generator.
+
+    Returns:
+        ModuleFactors (factor space) or the dense merged update (out, in) (delta space).
+    """
+    if params.space == "factor":
+        check_equal_ranks(factors, ctx, "dare_ties")
+
+        def combine(tensors, w):
+            return ties_disjoint_mean([prune_random(t, params.density, ctx.generator) for t in tensors], w,
+                                      params.majority_sign_method)
+
+        return merge_factor_space(factors, weights, combine)
+    deltas = [prune_random(d, params.density, ctx.generator) for d in dense_deltas(factors)]
+    return merge_delta_space(deltas, weights, consensus=params.majority_sign_method, normalize=False)

@@ -1,0 +1,43 @@
+"""``magnitude_prune``: keep the largest entries of each adapter, then sum (PEFT's ``magnitude_prune``)."""
+
+from __future__ import annotations
+
+import torch
+
+from workbench.adapters.factors import ModuleFactors
+from workbench.merges.checks import check_not_sparse
+from workbench.merges.linear import check_equal_ranks
+from workbench.merges.params import PruneParams
+from workbench.merges.primitives import (dense_deltas, merge_delta_space, merge_factor_space, prune_magnitude,
+                                         weighted_sum)
+from workbench.merges.registry import MergeContext, register_merge
+
+
+@register_merge("magnitude_prune", params=PruneParams,
+                reference="https://huggingface.co/docs/peft/developer_guides/model_merging", check=check_not_sparse)
+def magnitude_prune(factors: list[ModuleFactors], weights: list[float], params: PruneParams,
+                    ctx: MergeContext) -> ModuleFactors | torch.Tensor:
+    """Magnitude pruning to ``density`` per tensor, then a weighted sum (no sign election, no rescale).
+
+    ``space='factor'`` (default): PEFT's ``magnitude_prune`` on the A's and on the B's (weights as in
+    ``linear``). ``space='delta'``: the same on dense updates, sum_i w_i prune(dW_i) (mergekit's
+    task arithmetic with magnitude sparsification).
+
+    Args:
+        factors: one ModuleFactors per adapter (equal ranks in factor space).
+        weights: one weight per adapter.
+        params: ``density``, ``space``, ``rank``.
+        ctx: the module and adapter names.
+
+    Returns:
+        ModuleFactors (factor space) or the dense merged update (out, in) (delta space).
+    """
+    if params.space == "factor":
+        check_equal_ranks(factors, ctx, "magnitude_prune")
+
+        def combine(tensors, w):
+            return weighted_sum([prune_magnitude(t, params.density) for t in tensors], w)
+
+        return merge_factor_space(factors, weights, combine)
+    deltas = [prune_magnitude(d, params.density) for d in dense_deltas(factors)]
+    return merge_delta_space(deltas, weights, consensus=None, normalize=False)
