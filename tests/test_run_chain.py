@@ -55,6 +55,7 @@ def test_chain_writes_adapters_disjoint_masks_forgetting_and_report(chain_run):
     assert forgetting["stages"] == ["base_eval", "safety_eval", "math_eval"]
     assert sorted(forgetting["tasks"]) == ["math", "safety"]
     assert all(v is not None for row in forgetting["matrix"] for v in row)
+    assert forgetting["learned_at"] == [1, 2] and {"acc", "bwt", "forgetting"} <= set(forgetting["summary"])
     for f in ("report.json", "report.md", "report.html", "forgetting.png"):
         assert (out / "report" / f).is_file(), f
     manifest = json.loads((out / "manifest.json").read_text())

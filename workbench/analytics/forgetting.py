@@ -67,12 +67,7 @@ def load_forgetting(source) -> Forgetting:
     if isinstance(source, Forgetting):
         return source
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileFormatError(f"{path}: file not found")
-        try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise FileFormatError(f"{path}: invalid JSON ({exc})") from None
-        return parse_forgetting(obj, str(path))
+        from workbench.io.adapter_dir import read_json
+
+        return parse_forgetting(read_json(Path(source)), str(source))
     return parse_forgetting(source)

@@ -1,51 +1,93 @@
-"""Executor of the ``analyze`` stage kind: the forgetting matrix (from the evaluate stages, in chain
-order) and the subspace/interference report over the chain's adapters and masks."""
+"""Executor of the ``analyze`` stage kind: forgetting matrices (from the evaluate stages, in chain order)
+and the subspace/interference report over the chain's adapters and masks.
+
+A compared chain (``--compare lora``) has evaluate stages ``lori_s-safety_eval``, ``lora-safety_eval``...:
+they are grouped by their prefix, one forgetting matrix per method, each starting from the base-model row.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from workbench.graph.task import StageResult
-from workbench.stages.common import artifacts
 
 
-def forgetting_from(evals: list, results: dict) -> dict | None:
-    """``{"tasks", "stages", "matrix", "metric"}`` with the primary metric of each task after each stage."""
+def _prefix(stage: str, tasks: list[str]) -> str | None:
+    for t in tasks:
+        if stage.endswith(f"{t}_eval"):
+            return stage[: -len(f"{t}_eval")]
+    return None
+
+
+def forgetting_groups(evals: list, results: dict) -> dict[str, dict]:
+    """``{group: {"tasks", "stages", "matrix", "metric", "learned_at", "nll"}}`` (group '' for a single chain)."""
     if not evals:
-        return None
-    stages = [t.name for t in evals]
+        return {}
+    names = [t.name for t in evals]
+    tasks = list(dict.fromkeys(n for s in names for n in results[s].metrics))
+    base = [s for s in names if _prefix(s, tasks) is None]
+    groups: dict[str, list[str]] = {}
+    for s in names:
+        p = _prefix(s, tasks)
+        if p is not None:
+            groups.setdefault(p, []).append(s)
+    return {p.rstrip("-_"): _matrix(base + stages, tasks, results, p) for p, stages in (groups or {"": []}).items()}
+
+
+def _matrix(stages: list[str], tasks: list[str], results: dict, prefix: str) -> dict:
     rows = [results[s].metrics for s in stages]
-    tasks = sorted({name for row in rows for name in row}, key=lambda n: next(i for i, r in enumerate(rows) if n in r))
-    matrix = [[(row.get(t) or {}).get("value") for t in tasks] for row in rows]
-    metric = {t: next((row[t]["primary"] for row in rows if t in row), None) for t in tasks}
-    return {"tasks": tasks, "stages": stages, "matrix": matrix, "metric": metric,
+    learned = [stages.index(f"{prefix}{t}_eval") if f"{prefix}{t}_eval" in stages else None for t in tasks]
+    return {"tasks": tasks, "stages": stages, "learned_at": learned,
+            "matrix": [[(row.get(t) or {}).get("value") for t in tasks] for row in rows],
+            "metric": {t: next((row[t]["primary"] for row in rows if t in row), None) for t in tasks},
             "nll": [[(row.get(t) or {}).get("nll") for t in tasks] for row in rows]}
+
+
+def _write_forgetting(out_dir: Path, name: str, f: dict) -> None:
+    from workbench.evaluate.forgetting import ForgettingMatrix
+    from workbench.io.atomic import atomic_write_json
+
+    learned = [i if i is not None else min(j + 1, len(f["stages"]) - 1) for j, i in enumerate(f["learned_at"])]
+    fm = ForgettingMatrix(tasks=f["tasks"], stages=f["stages"], metric="primary", learned_at=learned)
+    for i, s in enumerate(f["stages"]):
+        for j, t in enumerate(f["tasks"]):
+            if f["matrix"][i][j] is not None:
+                fm.set(s, t, float(f["matrix"][i][j]))
+    atomic_write_json(out_dir / f"{name}.json", {**f, "summary": fm.summary()})
+    fm.write_markdown(out_dir / f"{name}.md")
+    fm.write_heatmap(out_dir / f"{name}.png")
+
+
+def _masks_for(adapters: list[str], masks: dict[str, str]) -> dict | None:
+    """Pair masks with adapters: in order when the counts match, else by the chain's ``<adapter>_mask`` names."""
+    if not masks:
+        return None
+    if len(masks) == len(adapters):
+        return dict(zip(adapters, masks.values()))
+    return {a: masks[f"{a}_mask"] for a in adapters if f"{a}_mask" in masks} or None
 
 
 def run_analyze(task, inputs, out_dir: Path, context) -> StageResult:
     from workbench.analytics.report import build_report
-    from workbench.evaluate.forgetting import ForgettingMatrix
-    from workbench.io.atomic import atomic_write_json
 
     out_dir = Path(out_dir)
-    forgetting = forgetting_from(task.inputs_for("forgetting"), inputs)
-    if forgetting:
-        atomic_write_json(out_dir / "forgetting.json", forgetting)
-        fm = ForgettingMatrix(tasks=forgetting["tasks"], stages=forgetting["stages"], metric="primary",
-                              path=out_dir / "forgetting_matrix.json")
-        for i, s in enumerate(forgetting["stages"]):
-            for j, t in enumerate(forgetting["tasks"]):
-                if forgetting["matrix"][i][j] is not None:
-                    fm.set(s, t, float(forgetting["matrix"][i][j]))
-        fm.write_markdown(out_dir / "forgetting.md")
-        fm.write_heatmap(out_dir / "forgetting.png")
+    groups = forgetting_groups(task.inputs_for("forgetting"), inputs)
+    for group, f in groups.items():
+        _write_forgetting(out_dir, f"forgetting-{group}" if group else "forgetting", f)
+    main = next(iter(groups.values()), None)
+    if len(groups) > 1:
+        _write_forgetting(out_dir, "forgetting", main)
     adapters = {t.name: str(inputs[t.name].artifacts["adapter"]) for t in task.inputs_for("adapters")}
-    masks = [str(m) for m in artifacts(inputs, task, "masks", "mask")]
-    report_dir = out_dir  # report.json/.md/.html and figures beside forgetting.*: RUN_DIR/report is a copy
-    metrics = {}
+    masks = {t.name: str(inputs[t.name].artifacts["mask"]) for t in task.inputs_for("masks")}
+    metrics = {"forgetting": {g: f["matrix"] for g, f in groups.items()}}
     if adapters:
-        mask_arg = dict(zip(adapters, masks)) if masks and len(masks) == len(adapters) else None
-        report = build_report(adapters, masks=mask_arg, forgetting=forgetting, out_dir=report_dir)
+        mask_arg = _masks_for(list(adapters), masks)
+        forgetting = {k: main[k] for k in ("tasks", "stages", "matrix", "metric")} if main else None
+        if forgetting:
+            forgetting["metric"] = "primary metric per task"
+        report = build_report(adapters, masks=mask_arg, forgetting=forgetting, out_dir=out_dir)
         metrics["summary"] = report.get("summary", {})
-    return StageResult(artifacts={"report": report_dir, "forgetting": out_dir / "forgetting.json"} if forgetting
-                       else {"report": report_dir}, metrics=metrics)
+    arts = {"report": out_dir}
+    if main:
+        arts["forgetting"] = out_dir / "forgetting.json"
+    return StageResult(artifacts=arts, metrics=metrics)
