@@ -115,3 +115,17 @@ def test_two_processes_equal_one(tmp_path):
     a, b = load_adapter(tmp_path / "one"), load_adapter(tmp_path / "two")
     diff = max((a.tensors[k] - b.tensors[k]).abs().max().item() for k in a.tensors)
     assert diff < 1e-5, diff
+
+
+def _cli(*args):
+    res = subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True, timeout=300)
+    return res.returncode, res.stderr
+
+
+def test_cli_bad_inputs_are_one_line_errors(tmp_path):
+    code, err = _cli("train", "--task", "maths", "--out", str(tmp_path / "x"))
+    assert code == 2 and "did you mean 'math'" in err and "Traceback" not in err
+    code, err = _cli("train", "--task", "math", "--steps", "1", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "y"))
+    assert code == 2 and "no such model directory" in err and "Traceback" not in err
+    code, err = _cli("train", "--task", "safety", "--task-option", "safety_fraction=2", "--out", str(tmp_path / "z"))
+    assert code == 2 and "safety_fraction" in err and "Traceback" not in err

@@ -39,6 +39,8 @@ def add_parser(sub) -> None:
     p.add_argument("--deterministic", action="store_true")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="method option, e.g. --option lr_ratio=16 (lora_plus); see docs/methods.md")
+    p.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="task option, e.g. --task-option safety_fraction=0.3 (see `workbench tasks`)")
     p.add_argument("--force", action="store_true", help="restart instead of refusing to resume with changed settings")
     p.set_defaults(func=run)
 
@@ -75,7 +77,12 @@ def run(args) -> int:
                       batching=args.batching, gradient_checkpointing=args.gradient_checkpointing,
                       checkpoint_every=args.checkpoint_every, seed=args.seed, deterministic=args.deterministic)
     base = BaseSpec(name=args.model, quantize=args.quantize)
-    result = train_task(base, args.task, spec, cfg, args.out, init=args.init, mask=args.mask, limit=args.limit,
+    task = args.task
+    if args.task_option:
+        from workbench.data.registry import get_task
+
+        task = get_task(args.task, **parse_options(args.task_option))
+    result = train_task(base, task, spec, cfg, args.out, init=args.init, mask=args.mask, limit=args.limit,
                         data_dir=args.data_dir, force=args.force)
     s = result.summary
     print(f"trained {s['steps']} steps: loss {s['first_loss']:.4f} -> {s['last_loss']:.4f}, "

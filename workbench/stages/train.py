@@ -46,8 +46,10 @@ def train_task(base: BaseSpec | str, task, spec: AdapterSpec, cfg: TrainConfig, 
     Raises:
         MismatchError: the mask or the adapter to continue does not fit.
     """
+    from workbench.data.registry import get_task
     from workbench.io.mask_file import load_mask
 
+    task = get_task(task)  # unknown names fail before any weight is loaded
     if model is None:
         model, tokenizer = load_base(base)
     init = load_adapter(init) if isinstance(init, (str, Path)) else init
@@ -56,7 +58,7 @@ def train_task(base: BaseSpec | str, task, spec: AdapterSpec, cfg: TrainConfig, 
     mask_obj = load_mask(mask) if isinstance(mask, (str, Path)) else mask
     examples = task_examples(tokenizer, task, cfg, limit, data_dir)
     base_name = base.name if isinstance(base, BaseSpec) else base
-    meta = {"task": getattr(task, "name", task), "name": Path(out_dir).name, "base": base_name,
+    meta = {"task": task.name, "name": Path(out_dir).name, "base": base_name,
             "parent": str(init.path) if init is not None and init.path else None,
             "parent_hash": tensors_hash(init.tensors) if init is not None else None}
     if mask_obj is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from workbench.graph.task import StageResult
 from workbench.stages.common import adapter_spec, artifact, artifacts, base_spec, public_summary, task_of, train_config
 from workbench.stages.train import train_task
