@@ -24,7 +24,9 @@ def forgetting_groups(evals: list, results: dict) -> dict[str, dict]:
     if not evals:
         return {}
     names = [t.name for t in evals]
-    tasks = list(dict.fromkeys(n for s in names for n in results[s].metrics))
+    # the order the pipeline lists the tasks in (metrics read back from a manifest come key-sorted)
+    tasks = list(dict.fromkeys([*(n for t in evals for n in t.params.get("tasks", [])),
+                                *(n for s in names for n in results[s].metrics)]))
     base = [s for s in names if _prefix(s, tasks) is None]
     groups: dict[str, list[str]] = {}
     for s in names:
@@ -43,19 +45,30 @@ def _matrix(stages: list[str], tasks: list[str], results: dict, prefix: str) -> 
             "nll": [[(row.get(t) or {}).get("nll") for t in tasks] for row in rows]}
 
 
-def _write_forgetting(out_dir: Path, name: str, f: dict) -> None:
+def _filled(f: dict, key: str, metric: str, higher_is_better: bool):
     from workbench.evaluate.forgetting import ForgettingMatrix
-    from workbench.io.atomic import atomic_write_json
 
     learned = [i if i is not None else min(j + 1, len(f["stages"]) - 1) for j, i in enumerate(f["learned_at"])]
-    fm = ForgettingMatrix(tasks=f["tasks"], stages=f["stages"], metric="primary", learned_at=learned)
+    fm = ForgettingMatrix(tasks=f["tasks"], stages=f["stages"], metric=metric, learned_at=learned,
+                          higher_is_better=higher_is_better)
     for i, s in enumerate(f["stages"]):
         for j, t in enumerate(f["tasks"]):
-            if f["matrix"][i][j] is not None:
-                fm.set(s, t, float(f["matrix"][i][j]))
-    atomic_write_json(out_dir / f"{name}.json", {**f, "summary": fm.summary()})
-    fm.write_markdown(out_dir / f"{name}.md")
-    fm.write_heatmap(out_dir / f"{name}.png")
+            if f[key][i][j] is not None:
+                fm.set(s, t, float(f[key][i][j]))
+    return fm
+
+
+def _write_forgetting(out_dir: Path, name: str, f: dict) -> None:
+    """The primary-metric matrix (``name.*``) and the held-out NLL matrix (``name-nll.*``, lower is better:
+    sensitive even where a small model's accuracy is zero everywhere)."""
+    from workbench.io.atomic import atomic_write_json
+
+    fm = _filled(f, "matrix", "primary", True)
+    nll = _filled(f, "nll", "nll", False)
+    atomic_write_json(out_dir / f"{name}.json", {**f, "summary": fm.summary(), "nll_summary": nll.summary()})
+    for m, stem in ((fm, name), (nll, f"{name}-nll")):
+        m.write_markdown(out_dir / f"{stem}.md")
+        m.write_heatmap(out_dir / f"{stem}.png")
 
 
 def _masks_for(adapters: list[str], masks: dict[str, str]) -> dict | None:

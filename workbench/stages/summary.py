@@ -9,7 +9,9 @@ def _fmt(v) -> str:
 
 def _headline(kind: str, metrics: dict) -> str:
     if kind in ("train", "continue"):
-        return f"loss {_fmt(metrics.get('first_loss'))} -> {_fmt(metrics.get('last_loss'))}, {metrics.get('steps')} steps"
+        return (f"loss {_fmt(metrics.get('first_loss'))} -> {_fmt(metrics.get('last_loss'))}, {metrics.get('steps')} steps, "
+                f"{_fmt(metrics.get('tokens_per_s'))} tok/s, {metrics.get('trainable_params')} trainable, "
+                f"peak RSS {_fmt(metrics.get('peak_rss_mb'))} MB")
     if kind == "calibrate":
         return f"kept {metrics.get('kept')} (density {_fmt(metrics.get('density'))})"
     if kind == "evaluate":

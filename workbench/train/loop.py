@@ -80,6 +80,16 @@ def _token_loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
     return loss, int((labels != -100).sum())
 
 
+def _rss_mb() -> float | None:
+    """Resident memory of this process now (Linux /proc; None elsewhere). Sampled once per optimizer step, so
+    a stage's peak is measured per stage, unlike ru_maxrss which keeps the whole process's maximum."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _fault(name: str, step: int, tag: str | None) -> bool:
     """Fault-injection points for the fault tests (environment variables; no effect when unset).
     ``WORKBENCH_FAULT_STAGE`` limits them to the run whose ``fault_tag`` (a stage name) matches."""
@@ -138,7 +148,7 @@ def train(model, examples: list[dict], spec: AdapterSpec, cfg: TrainConfig, out_
     pm_, opt_ = acc.prepare(pm, opt)
     lengths = [len(ex["input_ids"]) for ex in examples]
     bar = _progress(progress and acc.is_main_process, len(plan), start)
-    t0, tokens_seen = time.perf_counter(), 0
+    t0, tokens_seen, peak = time.perf_counter(), 0, _rss_mb()
     for step in range(start, len(plan)):
         micro = split_micro(plan[step], lengths, parts)
         mine = micro[acc.process_index * cfg.grad_accum:(acc.process_index + 1) * cfg.grad_accum]
@@ -170,6 +180,7 @@ def train(model, examples: list[dict], spec: AdapterSpec, cfg: TrainConfig, out_
         method.on_step(pm, step)  # before zero_grad: AdaLoRA's allocator scores weights by |w * grad|
         opt_.zero_grad(set_to_none=True)
         trace.append({"step": step + 1, "examples": plan[step], "loss": step_loss})
+        peak = max(filter(None, (peak, _rss_mb())), default=None)
         _tick(bar, step_loss, tokens_seen, t0)
         if _should_checkpoint(cfg, step, len(plan)) and acc.is_main_process:
             save_checkpoint(ckpt_root, step + 1, params, opt, {"world": ident, "trace": trace})
@@ -179,7 +190,8 @@ def train(model, examples: list[dict], spec: AdapterSpec, cfg: TrainConfig, out_
         acc.wait_for_everyone()
     if bar is not None:
         bar.close()
-    return _finish(acc, pm, spec, out_dir, trace, ident, tokens_seen, time.perf_counter() - t0, meta or {})
+    extra = {"trainable_params": sum(p.numel() for p in params.values()), "peak_rss_mb": round(peak, 1) if peak else None}
+    return _finish(acc, pm, spec, out_dir, trace, ident, tokens_seen, time.perf_counter() - t0, meta or {}, extra)
 
 
 def _maybe_resume(root: Path, ident: dict, params, opt, sched, force: bool) -> tuple[int, list]:
@@ -217,9 +229,9 @@ def _tick(bar, loss: float, tokens: int, t0: float) -> None:
         bar.update(1)
 
 
-def _finish(acc, pm, spec, out_dir: Path, trace, ident, tokens, seconds, meta) -> TrainResult:
+def _finish(acc, pm, spec, out_dir: Path, trace, ident, tokens, seconds, meta, extra) -> TrainResult:
     losses = [t["loss"] for t in trace]
-    summary = {"steps": len(trace), "first_loss": losses[0] if losses else None,
+    summary = {**extra, "steps": len(trace), "first_loss": losses[0] if losses else None,
                "last_loss": losses[-1] if losses else None, "tokens": tokens, "seconds": round(seconds, 3),
                "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else None, "world": ident,
                "trace": trace}
