@@ -134,9 +134,9 @@ def test_cli_eval_end_to_end_on_tiny_model(tmp_path, capsys):
     base_dir = save_tiny_llama(tmp_path / "base")
     model, _ = tiny_llama()
     pm = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
-    pm.save_pretrained(tmp_path / "adapter")
+    pm.save_pretrained(tmp_path / "run" / "adapter")  # a training output dir holds the adapter in adapter/
     out = tmp_path / "eval.json"
-    rc = main(["eval", str(tmp_path / "adapter"), "--base", str(base_dir), "--task", "math", "--task", "nlu",
+    rc = main(["eval", str(tmp_path / "run"), "--base", str(base_dir), "--task", "math", "--task", "nlu",
                "--limit", "2", "--max-new-tokens", "3", "--seeds", "0,1", "--nlu-mode", "loglik",
                "--device", "cpu", "--out", str(out)])
     assert rc == 0
@@ -147,7 +147,7 @@ def test_cli_eval_end_to_end_on_tiny_model(tmp_path, capsys):
     assert report["tasks"]["nlu"]["settings"]["nlu_mode"] == "loglik"
     assert len(report["tasks"]["nlu"]["details"]["per_seed"]) == 2
     assert "accuracy *" in capsys.readouterr().out
-    assert main(["eval", "--base-only", str(tmp_path / "adapter"), "--task", "math"]) == 2
+    assert main(["eval", "--base-only", str(tmp_path / "run"), "--task", "math"]) == 2
     assert main(["eval", "--base-only", "--base", str(base_dir), "--task", "nosuch"]) == 2
 
 

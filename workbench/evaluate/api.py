@@ -120,7 +120,8 @@ def load_for_eval(adapter_dir: str | Path | None, base: str | None = None, devic
     if adapter is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+        # adapter.path: the adapter directory itself, also when given a training output dir (OUT/adapter)
+        model = PeftModel.from_pretrained(model, str(adapter.path), is_trainable=False)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device).eval()
     return model, tokenizer, {"base": base, "adapter": str(adapter_dir) if adapter_dir else None, "device": device}
