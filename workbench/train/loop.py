@@ -73,11 +73,16 @@ def _scheduler(opt, cfg: TrainConfig, total: int):
 
 def _token_loss_sum(model, batch: dict) -> tuple[torch.Tensor, int]:
     labels = batch.pop("labels")
-    logits = model(**batch, use_cache=False).logits
-    # (b, t, v) predicts the next token: shift, then sum over tokens that carry loss.
-    logits, labels = logits[:, :-1, :].float(), labels[:, 1:]
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum")
-    return loss, int((labels != -100).sum())
+    # Position p predicts token p + 1. Only positions whose next token carries loss get logits
+    # (``logits_to_keep`` as a bool mask): the LM head and the softmax over the vocabulary run on response
+    # tokens only, not on prompt tokens (about half of an SFT batch) or padding.
+    target = torch.full_like(labels, -100)
+    target[:, :-1] = labels[:, 1:]
+    keep = target != -100
+    logits = model(**batch, use_cache=False, logits_to_keep=keep).logits  # (n_keep, v)
+    logits = logits.reshape(-1, logits.shape[-1]).float()
+    loss = F.cross_entropy(logits, target[keep], reduction="sum")
+    return loss, int(keep.sum())
 
 
 def _rss_mb() -> float | None:
