@@ -74,13 +74,33 @@ def overlap_table(run: Path) -> str:
     return "\n".join(rows)
 
 
+def methods_table(run: Path) -> str:
+    """pipelines/methods-compare.yaml: per method, trainable parameters, tokens/s, peak RSS, held-out NLL
+    and refusal rate on the safety task after training."""
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    base = None
+    rows = ["| method | trainable params | tokens/s | peak RSS (MB) | safety held-out NLL | refusal rate |",
+            "|---|---|---|---|---|---|"]
+    for name, st in stages.items():
+        if st["kind"] != "train":
+            continue
+        ev = stages.get(f"{name}_eval", {}).get("metrics", {}).get("safety", {})
+        m = st["metrics"]
+        rows.append(f"| {name} | {m.get('trainable_params'):,} | {_f(m.get('tokens_per_s'), 1)} | "
+                    f"{_f(m.get('peak_rss_mb'), 0)} | {_f(ev.get('nll'))} | {_f(ev.get('value'))} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--continual", nargs="*", default=[])
     p.add_argument("--merge", default=None)
+    p.add_argument("--methods", default=None)
     a = p.parse_args()
     for run in a.continual:
         print(f"\n### Continual: {run}\n\n{continual_table(Path(run))}")
+    if a.methods:
+        print(f"\n### Methods: {a.methods}\n\n{methods_table(Path(a.methods))}")
     if a.merge:
         print(f"\n### Merging: {a.merge}\n\n{merge_table(Path(a.merge))}")
         print(f"\n### Subspace overlap between separately trained adapters: {a.merge}\n\n{overlap_table(Path(a.merge))}")
