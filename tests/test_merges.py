@@ -464,3 +464,40 @@ def test_cli_into_base_writes_a_model_transformers_loads(tmp_path, tiny_model):
     record = json.loads((out / "workbench.json").read_text())
     assert record["strategy"] == "ties" and record["method"] == "merged_model" and record["base"] == str(base_dir)
     assert record["base_fingerprint"].startswith("llama-") and (out / "tokenizer.json").is_file()
+
+
+@pytest.mark.parametrize("strategy", ["concat", "linear", "task_arithmetic"])
+def test_dora_identity_merge_reproduces_outputs(tmp_path, strategy):
+    from peft import PeftModel
+
+    from workbench.adapters.live import attach, extract
+    from workbench.adapters.spec import AdapterSpec
+    from workbench.merges.api import merge
+    from workbench.models.tiny import tiny_llama
+
+    spec = AdapterSpec(method="dora", rank=4, alpha=8)
+    model, _ = tiny_llama()
+    pm = attach(model, spec)
+    opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=5e-2)
+    ids = torch.randint(0, 500, (2, 12), generator=torch.Generator().manual_seed(0))
+    for _ in range(3):
+        pm(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    extract(pm, spec).save(tmp_path / "dora")
+    merge([tmp_path / "dora"], strategy).save(tmp_path / "merged")
+    with torch.no_grad():
+        want = PeftModel.from_pretrained(tiny_llama()[0], str(tmp_path / "dora")).eval()(input_ids=ids).logits
+        got = PeftModel.from_pretrained(tiny_llama()[0], str(tmp_path / "merged")).eval()(input_ids=ids).logits
+    assert (want - got).abs().max().item() < 1e-5
+
+
+def test_dora_merge_that_changes_the_update_is_refused(tmp_path):
+    from workbench.merges.api import merge
+
+    ad = random_adapter(rank=4, seed=0)
+    ad.config["use_dora"] = True
+    for m in ad.modules():
+        ad.tensors[f"base_model.model.{m}.lora_magnitude_vector"] = torch.ones(ad.factors()[m].B.shape[0])
+    with pytest.raises(ConfigError, match="DoRA"):
+        merge([ad], "ties", density=0.5)

@@ -15,6 +15,7 @@ from workbench.adapters.adapter import Adapter, check_same_base, load_adapter
 from workbench.adapters.factors import ModuleFactors
 from workbench.errors import ConfigError, MismatchError, NonFiniteError, WorkbenchError
 from workbench.merges.checks import check_mergeable, label
+from workbench.merges.dora import restore_magnitudes, single_dora, strip_magnitudes
 from workbench.merges.output import merged_config, merged_tensors, save_model_dir, source_record
 from workbench.merges.params import FreeParams, parse_params
 from workbench.merges.primitives import all_finite, compress_dense, compute_dtype, module_order
@@ -138,6 +139,10 @@ def merge(adapters: list, strategy: str | Strategy = "concat", weights=None, **p
     Raises:
         WorkbenchError: inputs or parameters the strategy cannot accept.
     """
+    dora = single_dora(adapters, weights)
+    if dora is not None:
+        name = strategy if isinstance(strategy, str) else getattr(strategy, "__name__", "custom")
+        return restore_magnitudes(merge([strip_magnitudes(dora)], strategy, weights, **params), dora, name)
     plan = plan_merge(adapters, strategy, weights, **params)
     out_rank = getattr(plan.params, "rank", None)
     merged = {}
