@@ -103,7 +103,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--model", default="smollm2-135m-instruct")
-    p.add_argument("--batching", default="packed", choices=["packed", "padded"])
+    p.add_argument("--batching", default="padded", choices=["packed", "padded"])
     p.add_argument("--side", choices=["ours", "peer"])
     p.add_argument("--out")
     args = p.parse_args()

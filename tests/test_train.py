@@ -129,3 +129,15 @@ def test_cli_bad_inputs_are_one_line_errors(tmp_path):
     assert code == 2 and "no such model directory" in err and "Traceback" not in err
     code, err = _cli("train", "--task", "safety", "--task-option", "safety_fraction=2", "--out", str(tmp_path / "z"))
     assert code == 2 and "safety_fraction" in err and "Traceback" not in err
+
+
+def test_length_chunks_respect_the_token_budget_and_keep_every_example():
+    from workbench.train.batches import length_chunks
+
+    lengths = [10, 50, 30, 30, 5, 64, 12, 40]
+    cfg = TrainConfig(batching="padded", micro_tokens=100)
+    chunks = length_chunks(list(range(8)), lengths, cfg)
+    assert sorted(i for c in chunks for i in c) == list(range(8))
+    assert all(len(c) * max(lengths[i] for i in c) <= 100 or len(c) == 1 for c in chunks)
+    assert chunks[0] == [5]  # the longest first, alone when two of it do not fit
+    assert length_chunks([0, 1], lengths, TrainConfig(batching="packed")) == [[0, 1]]

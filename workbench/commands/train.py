@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--schedule", default="cosine", choices=["cosine", "linear", "constant"])
     p.add_argument("--warmup-ratio", type=float, default=0.03)
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    p.add_argument("--batching", default="packed", choices=["packed", "padded"])
+    p.add_argument("--batching", default="padded", choices=["packed", "padded"])
+    p.add_argument("--micro-tokens", type=int, default=1024, help="padded tokens per chunk (padded batching)")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--checkpoint-every", type=int, default=0, help="optimizer steps between resumable checkpoints")
     p.add_argument("--limit", type=int, default=None, help="use at most N training records")
@@ -74,7 +75,7 @@ def run(args) -> int:
     cfg = TrainConfig(lr=args.lr, steps=args.steps, epochs=args.epochs or 1.0, batch_size=args.batch_size,
                       grad_accum=args.grad_accum, max_length=args.max_length, weight_decay=args.weight_decay,
                       schedule=args.schedule, warmup_ratio=args.warmup_ratio, precision=args.precision,
-                      batching=args.batching, gradient_checkpointing=args.gradient_checkpointing,
+                      batching=args.batching, micro_tokens=args.micro_tokens, gradient_checkpointing=args.gradient_checkpointing,
                       checkpoint_every=args.checkpoint_every, seed=args.seed, deterministic=args.deterministic)
     base = BaseSpec(name=args.model, quantize=args.quantize)
     task = args.task

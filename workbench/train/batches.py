@@ -55,6 +55,24 @@ def split_micro(batch: list[int], lengths: list[int], parts: int) -> list[list[i
     return bins
 
 
+def length_chunks(idx: list[int], lengths: list[int], cfg) -> list[list[int]]:
+    """Split one micro-batch into length-sorted padded chunks of at most ``cfg.micro_tokens`` padded tokens.
+
+    The loss is normalised by the label tokens of the whole global batch, so how a step is cut into chunks
+    does not change its gradient; cutting by length only removes padding (and bounds activation memory).
+    Packed batches and ``micro_tokens=0`` are left whole.
+    """
+    if cfg.batching != "padded" or cfg.micro_tokens <= 0:
+        return [idx]
+    out: list[list[int]] = []
+    for i in sorted(idx, key=lambda i: (-lengths[i], i)):
+        if out and (len(out[-1]) + 1) * lengths[out[-1][0]] <= cfg.micro_tokens:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
 def collate_packed(examples: list[dict]) -> dict[str, torch.Tensor]:
     """One row: sequences concatenated, position ids restart per sequence (transformers then keeps
     attention within each sequence). The first label of each sequence is ignored so no token is

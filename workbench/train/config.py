@@ -21,8 +21,11 @@ class TrainConfig:
         batch_size: sequences per optimizer step, over all processes and accumulation steps.
         grad_accum: micro-batches per optimizer step and process.
         max_length: tokens per sequence (longer ones are truncated by the tokenizer step).
-        batching: ``packed`` (sequences concatenated in one row, attention kept per sequence through
-            position ids: no pad tokens at all) or ``padded`` (length-grouped, right-padded).
+        batching: ``padded`` (each step cut into length-sorted chunks of at most ``micro_tokens`` padded
+            tokens: little padding) or ``packed`` (sequences concatenated in one row, attention kept per
+            sequence through position ids: no pad tokens, but the block mask makes attention cost grow with
+            the row; measured slower on CPU: benchmarks/train_throughput.py).
+        micro_tokens: padded tokens per chunk (0: one chunk per micro-batch).
         checkpoint_every: optimizer steps between checkpoints (0: only the final adapter).
         keep_checkpoints: committed checkpoints kept (older ones are removed after a new one commits).
     """
@@ -39,7 +42,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     precision: str = "fp32"
-    batching: str = "packed"
+    batching: str = "padded"
+    micro_tokens: int = 1024
     gradient_checkpointing: bool = False
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
@@ -57,6 +61,7 @@ class TrainConfig:
             ("batching", self.batching in BATCHING, f"must be one of {BATCHING}"),
             ("precision", self.precision in PRECISIONS, f"must be one of {PRECISIONS}"),
             ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+            ("micro_tokens", self.micro_tokens >= 0, "must be >= 0"),
         ]
         for name, ok, msg in checks:
             if not ok:

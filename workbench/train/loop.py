@@ -32,7 +32,8 @@ from workbench.adapters.spec import AdapterSpec
 from workbench.errors import ConfigError, NonFiniteError
 from workbench.io.atomic import clean_stale_temps
 from workbench.models.fingerprint import base_fingerprint
-from workbench.train.batches import collate_packed, collate_padded, label_tokens, plan_steps, split_micro
+from workbench.train.batches import (collate_packed, collate_padded, label_tokens, length_chunks, plan_steps,
+                                     split_micro)
 from workbench.train.checkpoint import (check_same_world, latest_checkpoint,
                                         prune_checkpoints, restore_checkpoint, save_checkpoint)
 from workbench.train.config import RESUME_NEUTRAL_KEYS, TrainConfig
@@ -159,18 +160,19 @@ def train(model, examples: list[dict], spec: AdapterSpec, cfg: TrainConfig, out_
         mine = micro[acc.process_index * cfg.grad_accum:(acc.process_index + 1) * cfg.grad_accum]
         global_tokens = label_tokens([examples[i] for i in plan[step]])
         local_sum = torch.zeros((), dtype=torch.float64)
-        for j, idx in enumerate(mine):
+        chunks = [c for idx in mine for c in length_chunks(idx, lengths, cfg)]
+        for j, idx in enumerate(chunks):
             batch = _collate([examples[i] for i in idx], cfg.batching, pad_id)
             batch = {k: v.to(acc.device) for k, v in batch.items()}
-            sync = contextlib.nullcontext() if j == len(mine) - 1 else acc.no_sync(pm_)
+            sync = contextlib.nullcontext() if j == len(chunks) - 1 else acc.no_sync(pm_)
             with sync, acc.autocast():
                 loss_sum, _ = _token_loss_sum(pm_, batch)
                 if _fault("NAN_AT", step, fault_tag):
                     loss_sum = loss_sum * float("nan")
                 loss = loss_sum * (acc.num_processes / max(global_tokens, 1))
                 extra = method.loss_extra(pm)
-                if extra is not None:  # a per-step term: split over the micro-batches so it counts once
-                    loss = loss + extra / len(mine)
+                if extra is not None:  # a per-step term: split over the chunks so it counts once
+                    loss = loss + extra / len(chunks)
                 acc.backward(loss)
             local_sum += loss_sum.detach().double().cpu()
             tokens_seen += sum(lengths[i] for i in idx)
