@@ -37,7 +37,3 @@ def apply_mask(linear: nn.Linear, mask: torch.Tensor) -> MaskedB:
     parametrize.register_parametrization(linear, "weight", param, unsafe=True)
     linear.parametrizations.weight.original.requires_grad_(False)
     return param
-
-
-def is_masked(linear: nn.Module) -> bool:
-    return parametrize.is_parametrized(linear, "weight")

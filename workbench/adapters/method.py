@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -109,14 +108,3 @@ def _init_tensor(init: Adapter, module: str, factor: str, shape) -> torch.Tensor
     if tuple(t.shape) != tuple(shape):
         raise MismatchError(f"{where}: '{key}' has shape {tuple(t.shape)}, the model needs {tuple(shape)} (different rank or base?)")
     return t
-
-
-def describe(pm) -> dict:
-    """Trainable parameter count and total adapter parameter count of a live PEFT model."""
-    trainable = sum(p.numel() for p in pm.parameters() if p.requires_grad)
-    return {"trainable_params": trainable}
-
-
-def base_name_of(model) -> str | None:
-    path = getattr(getattr(model, "config", None), "_name_or_path", None)
-    return str(Path(path).name) if path else None

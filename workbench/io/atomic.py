@@ -35,10 +35,6 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _opener_for_tests(path: str, flags: int) -> int:
-    return os.open(path, flags, 0o644)
-
-
 # The fault harness replaces this to simulate ENOSPC after N bytes (tests/faults).
 WRITE_CHUNK = 1 << 22
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from workbench.adapters.adapter import Adapter, load_adapter
-from workbench.adapters.factors import file_key, module_key
+from workbench.adapters.factors import file_key
 from workbench.adapters.init import seeded_a, tensors_hash
 from workbench.errors import FileFormatError, WorkbenchError
 from workbench.io.adapter_dir import CONFIG, SIDECAR, read_json
@@ -125,10 +125,3 @@ def dir_size(path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-
-
-def is_compact(path) -> bool:
-    return (Path(path) / COMPACT).is_file()
-
-
-__all__ = ["export_compact", "export_peft", "load_compact", "dir_size", "is_compact", "module_key"]
