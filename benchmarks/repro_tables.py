@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/repro_tables.py --continual runs/repro-safety-math runs/repro-safety-code \\
         --merge runs/repro-merge
+    .venv/bin/python benchmarks/repro_tables.py --seeds runs/repro-safety-math runs/repro-safety-math-s1 ...
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import statistics
 from pathlib import Path
 
 METHODS = ("lora", "lori_d", "lori_s")
@@ -37,6 +39,36 @@ def continual_table(run: Path) -> str:
         mat, nll = f["matrix"], f["nll"]
         rows.append(f"| {m} | {_f(mat[1][0])} / {_f(mat[2][0])} | {_f(nll[1][0])} / {_f(nll[2][0])} | {t2} | "
                     f"{_f(mat[2][1])} ({f['metric'][t2]}) | {_f(nll[0][1])} / {_f(nll[2][1])} |")
+    return "\n".join(rows)
+
+
+def _mean_sd(values: list[float], sign: str = "+") -> str:
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):{sign}.3f} ± {sd:.3f}"
+
+
+def seeds_table(runs: list[Path]) -> str:
+    """The same chain run with several seeds: per method, mean ± sample standard deviation over the runs
+    of the first task's NLL forgetting (after stage 2 minus after stage 1), its refusal rate after stage 2,
+    and the second task's NLL gain (base minus after stage 2). Per-seed forgetting values follow."""
+    rows = [f"| method | safety NLL forgetting (mean ± sd, n={len(runs)}) | per seed | "
+            "safety refusal after 2 | 2nd task NLL gain |", "|---|---|---|---|---|"]
+    for m in METHODS:
+        forget, refusal, gain = [], [], []
+        for run in runs:
+            path = run / "report" / f"forgetting-{m}.json"
+            if not path.is_file():
+                continue
+            f = json.loads(path.read_text())
+            nll, mat = f["nll"], f["matrix"]
+            forget.append(nll[2][0] - nll[1][0])
+            refusal.append(mat[2][0])
+            gain.append(nll[0][1] - nll[2][1])
+        if forget:
+            per_seed = ", ".join(f"{x:+.3f}" for x in forget)
+            rows.append(f"| {m} | {_mean_sd(forget)} | {per_seed} | {_mean_sd(refusal, sign='')} | {_mean_sd(gain)} |")
     return "\n".join(rows)
 
 
@@ -94,11 +126,14 @@ def methods_table(run: Path) -> str:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--continual", nargs="*", default=[])
+    p.add_argument("--seeds", nargs="*", default=[], help="run dirs of one chain with different seeds")
     p.add_argument("--merge", default=None)
     p.add_argument("--methods", default=None)
     a = p.parse_args()
     for run in a.continual:
         print(f"\n### Continual: {run}\n\n{continual_table(Path(run))}")
+    if a.seeds:
+        print(f"\n### Seeds: {', '.join(a.seeds)}\n\n{seeds_table([Path(r) for r in a.seeds])}")
     if a.methods:
         print(f"\n### Methods: {a.methods}\n\n{methods_table(Path(a.methods))}")
     if a.merge:

@@ -11,7 +11,7 @@ import yaml
 from workbench.cli import main
 from workbench.errors import ConfigError
 from workbench.pipeline import PipelineError, expand_chain, load_pipeline, parse_chain, validate
-from workbench.pipeline import names
+from workbench.pipeline import names, schema
 from workbench.pipeline.yaml_load import load_located
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,6 +174,26 @@ def test_lori_chain_structure():
                                                                        "code_eval"]
     assert all(t[f"{k}_eval"].params["tasks"] == ["safety", "math", "code"] for k in ("safety", "math", "code"))
     assert pipe.order()[-1] == "analyze"
+
+
+def test_seed_reseeds_the_lori_chain_a():
+    t = {x.name: x for x in load_pipeline("safety->math", overrides=["defaults.seed=3"]).tasks()}
+    assert t["safety"].params["a_seed"] == t["safety_probe"].params["a_seed"] == 3
+
+
+# Each kind's schema fields that do not reach Task.params under the same name, with the reason.
+_NOT_IN_PARAMS = {"kind": "the Task's kind", "steps": "resolved as steps/epochs by _length",
+                  "epochs": "resolved as steps/epochs by _length", "method": "resolved through `from`"}
+
+
+@pytest.mark.parametrize("kind", sorted(schema.KIND_MODELS))
+def test_every_stage_field_is_part_of_the_cache_key(kind):
+    """A field left out of Task.params would change a stage without changing its key: a stale cache hit."""
+    params = set().union(*(t.params for t in load_pipeline("pipelines/merge-four.yaml").tasks() if t.kind == kind),
+                         *(t.params for t in load_pipeline("safety->math").tasks() if t.kind == kind))
+    model = schema.KIND_MODELS[kind]
+    fields = {f.alias or n for n, f in model.model_fields.items()} - set(schema.REF_FIELDS[kind]) - set(_NOT_IN_PARAMS)
+    assert fields <= params, f"{kind}: {sorted(fields - params)} missing from the resolved params"
 
 
 def test_lora_chain_has_no_masks_and_compare_prefixes():

@@ -33,7 +33,8 @@ def render_md(report: dict, images: list[str]) -> str:
         report: the report dict.
         images: PNG file names written next to report.md.
     """
-    names = ", ".join(a["name"] for a in report["adapters"])
+    names = ", ".join(a["name"] + (f" (what it added over {a['increment_of']})" if a.get("increment_of") else "")
+                      for a in report["adapters"])
     parts = [f"# Adapter interference report\n\nAdapters: {names}. Every number is in `report.json` "
              "(schema: workbench/analytics/SCHEMA.md).\n"]
     parts += [table_md(t) for t in all_tables(report)]

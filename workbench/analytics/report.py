@@ -9,6 +9,7 @@ from pathlib import Path
 
 from workbench.adapters.adapter import Adapter, check_same_base, load_adapter
 from workbench.analytics.forgetting import load_forgetting
+from workbench.analytics.increments import increment
 from workbench.analytics.masks import check_mask_shapes, normalise_mask
 from workbench.analytics.pairs import analyse
 from workbench.analytics.serialize import report_dict
@@ -71,6 +72,13 @@ def prepare_masks(masks, named: dict[str, Adapter]) -> dict:
     return out
 
 
+def _check_increments(increments: dict[str, str], names: list[str]) -> dict[str, str]:
+    unknown = sorted({n for pair in increments.items() for n in pair} - set(names))
+    if unknown:
+        raise ConfigError(f"report: increments name unknown adapters {unknown}; adapters: {names}")
+    return increments
+
+
 def adapter_info(a: Adapter) -> dict:
     """Identity fields of an adapter for the report."""
     return {"path": str(a.path) if a.path else None, "method": a.method, "rank": a.config.get("r"),
@@ -96,7 +104,7 @@ def write_report(report: dict, out_dir: Path) -> dict:
 
 
 def build_report(adapters, masks=None, forgetting=None, out_dir=None, *, top_k: int = 10,
-                 threads: int | None = 1) -> dict:
+                 threads: int | None = 1, increments: dict[str, str] | None = None) -> dict:
     """Compare adapters pairwise on every shared module and write the report.
 
     Args:
@@ -108,12 +116,15 @@ def build_report(adapters, masks=None, forgetting=None, out_dir=None, *, top_k: 
         out_dir: directory for report.json, report.md, report.html and the PNG figures.
         top_k: how many of the most interfering modules to list.
         threads: torch threads while analysing (1: many tiny LAPACK calls; see ``pairs.torch_threads``).
+        increments: ``{adapter: the adapter it continued}`` (both names in ``adapters``): analyse what
+            that stage added, not the cumulative snapshot (see ``increments.increment``).
 
     Returns:
         The report dict exactly as written to ``report.json`` (schema in SCHEMA.md).
 
     Raises:
-        ConfigError: no adapters, no ``out_dir``, or masks that do not line up with the adapters.
+        ConfigError: no adapters, no ``out_dir``, masks that do not line up with the adapters, or an
+            ``increments`` entry naming an adapter that is not given.
         MismatchError: adapters from different bases, mismatched module shapes, or ill-fitting masks.
         FileFormatError: unreadable adapters, masks or forgetting file.
     """
@@ -123,7 +134,13 @@ def build_report(adapters, masks=None, forgetting=None, out_dir=None, *, top_k: 
     check_same_base(list(named.values()))
     mask_tensors = prepare_masks(masks, named)
     forg = load_forgetting(forgetting) if forgetting is not None else None
-    analysis = analyse({n: a.factors() for n, a in named.items()}, mask_tensors, threads=threads)
-    report = report_dict(analysis, {n: adapter_info(a) for n, a in named.items()}, forg, top_k)
+    factors = {n: a.factors() for n, a in named.items()}
+    infos = {n: adapter_info(a) for n, a in named.items()}
+    for name, prev in _check_increments(increments or {}, list(named)).items():
+        # factors of the snapshots, not of earlier increments: each entry is one stage's own update
+        factors[name] = increment(named[name].factors(), named[prev].factors())
+        infos[name]["increment_of"] = prev
+    analysis = analyse(factors, mask_tensors, threads=threads)
+    report = report_dict(analysis, infos, forg, top_k)
     write_report(report, Path(out_dir))
     return report

@@ -77,13 +77,15 @@ def masked_chain(tasks: list[str], preset: dict, prefix: str = "") -> tuple[dict
     stages, adapters, masks = {}, [], []
     for k, task in enumerate(tasks):
         s = prefix + _stem(task)
-        probe = {"kind": "train", "task": task, "a_seed": 0, **_loop(PROBE_METHOD, preset)}
+        # No explicit a_seed: probe and LoRI-S train inherit defaults.seed, so they share one A and
+        # `--set defaults.seed=N` reseeds A as well as the data order.
+        probe = {"kind": "train", "task": task, **_loop(PROBE_METHOD, preset)}
         if k:
             probe = {"kind": "continue", "from": adapters[-1], "task": task, "exclude": list(masks),
                      **_loop(PROBE_METHOD, preset)}
         stages[f"{s}_probe"] = probe
         stages[f"{s}_mask"] = {"kind": "calibrate", "from": f"{s}_probe", "scope": "global", "exclude": list(masks)}
-        train = {"kind": "train", "task": task, "mask": f"{s}_mask", "a_seed": 0}
+        train = {"kind": "train", "task": task, "mask": f"{s}_mask"}
         if k:
             train = {"kind": "continue", "from": adapters[-1], "task": task, "mask": f"{s}_mask"}
         stages[s] = {**train, **_loop(MASKED_METHOD, preset)}

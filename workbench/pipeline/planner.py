@@ -74,6 +74,8 @@ class Resolver:
                                                             if t in self.pipe.tasks},
                        limit=stage.limit if stage.limit is not None else d.eval_limit,
                        max_new_tokens=stage.max_new_tokens or d.max_new_tokens)
+        elif stage.kind == "analyze":
+            out.update(compare=stage.compare)
         return out
 
     def roles(self, name: str) -> list[tuple[str, str]]:

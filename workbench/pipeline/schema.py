@@ -187,6 +187,9 @@ class Analyze(Strict):
     adapters: list[Ref] = []
     masks: list[Ref] = []
     forgetting: list[Ref] = []
+    # increments: a ``continue`` adapter listed with the adapter it continued is analysed as what its
+    # stage added (a chain's snapshots contain every earlier stage); snapshots: as saved.
+    compare: Literal["increments", "snapshots"] = "increments"
 
 
 Stage = Annotated[Union[Train, Continue, Calibrate, Merge, Evaluate, Analyze], Field(discriminator="kind")]

@@ -80,6 +80,16 @@ def _masks_for(adapters: list[str], masks: dict[str, str]) -> dict | None:
     return {a: masks[f"{a}_mask"] for a in adapters if f"{a}_mask" in masks} or None
 
 
+def continued_pairs(task) -> dict[str, str]:
+    """``{continue stage: the stage it continued}`` among the analysed adapters (``compare: increments``)."""
+    if task.params.get("compare", "increments") != "increments":
+        return {}
+    tasks = task.inputs_for("adapters")
+    names = {t.name for t in tasks}
+    return {t.name: t.input("from").name for t in tasks
+            if t.kind == "continue" and t.input("from") is not None and t.input("from").name in names}
+
+
 def run_analyze(task, inputs, out_dir: Path, context) -> StageResult:
     from workbench.analytics.report import build_report
 
@@ -98,7 +108,8 @@ def run_analyze(task, inputs, out_dir: Path, context) -> StageResult:
         forgetting = {k: main[k] for k in ("tasks", "stages", "matrix", "metric")} if main else None
         if forgetting:
             forgetting["metric"] = "primary metric per task"
-        report = build_report(adapters, masks=mask_arg, forgetting=forgetting, out_dir=out_dir)
+        report = build_report(adapters, masks=mask_arg, forgetting=forgetting, out_dir=out_dir,
+                              increments=continued_pairs(task))
         metrics["summary"] = report.get("summary", {})
     arts = {"report": out_dir}
     if main:
