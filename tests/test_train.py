@@ -141,3 +141,12 @@ def test_length_chunks_respect_the_token_budget_and_keep_every_example():
     assert all(len(c) * max(lengths[i] for i in c) <= 100 or len(c) == 1 for c in chunks)
     assert chunks[0] == [5]  # the longest first, alone when two of it do not fit
     assert length_chunks([0, 1], lengths, TrainConfig(batching="packed")) == [[0, 1]]
+
+
+def test_loss_ends_average_a_fifth_of_the_run_capped_at_ten():
+    from workbench.train.loop import loss_ends
+
+    assert loss_ends([]) == (None, None, 0)
+    assert loss_ends([3.0, 1.0]) == (3.0, 1.0, 1)
+    head, tail, k = loss_ends([float(i) for i in range(100)])
+    assert k == 10 and head == 4.5 and tail == 94.5

@@ -86,6 +86,7 @@ def run(args) -> int:
     result = train_task(base, task, spec, cfg, args.out, init=args.init, mask=args.mask, limit=args.limit,
                         data_dir=args.data_dir, force=args.force)
     s = result.summary
-    print(f"trained {s['steps']} steps: loss {s['first_loss']:.4f} -> {s['last_loss']:.4f}, "
+    print(f"trained {s['steps']} steps: loss {s['loss_head']:.4f} -> {s['loss_tail']:.4f} "
+          f"(mean of the first/last {s['loss_window']} steps), "
           f"{s['tokens_per_s']} tokens/s; adapter: {result.adapter_path}")
     return 0

@@ -7,6 +7,7 @@ The embedded default is SmolLM2-135M-Instruct as shipped (GGUF, Q4_1) by the PyP
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import shutil
@@ -145,6 +146,22 @@ def quantization_config(spec: BaseSpec):
                               bnb_4bit_compute_dtype=DTYPES[spec.compute_dtype])
 
 
+@contextlib.contextmanager
+def _no_weight_loading_bar():
+    """Hide transformers' per-load "Loading weights" bar: a run loads the base once per stage, and the
+    bars would bury the stage progress (and ``--quiet``). Hub download bars are huggingface_hub's own and
+    stay visible."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def load_base(spec: BaseSpec | str = EMBEDDED, with_tokenizer: bool = True):
     """Load a base model (and its tokenizer).
 
@@ -167,8 +184,9 @@ def load_base(spec: BaseSpec | str = EMBEDDED, with_tokenizer: bool = True):
     qcfg = quantization_config(spec)
     if qcfg is not None:
         kw["quantization_config"] = qcfg
-    model = _hub_call(spec.name, AutoModelForCausalLM.from_pretrained, src, dtype=DTYPES[spec.dtype],
-                      trust_remote_code=spec.trust_remote_code, **kw)
+    with _no_weight_loading_bar():
+        model = _hub_call(spec.name, AutoModelForCausalLM.from_pretrained, src, dtype=DTYPES[spec.dtype],
+                          trust_remote_code=spec.trust_remote_code, **kw)
     model.eval()
     tok = load_tokenizer(spec) if with_tokenizer else None
     return model, tok

@@ -24,13 +24,13 @@ PROBE_METHOD = "lori_d"
 # Per-preset defaults, and the learning rate per method (LoRI-S uses 10x LoRI-D's, as in the paper).
 PRESETS: dict[str, dict] = {
     # quick: the whole safety->math->code chain on the 135M model on 2 CPU cores in under 10 minutes
-    # (measured: 9m20s with 20 steps per stage, hence 16; decoding is ~0.3 s per step there, so evaluation
-    # is kept to 8 prompts x 32 new tokens per split).
+    # (measured: 9m20s with 20 steps per stage, hence 16, which measured 6m30s; decoding is ~0.3 s per
+    # step there, so evaluation is kept to 8 prompts x 32 new tokens per split).
     "quick": {"defaults": {"steps": 16, "batch_size": 4, "grad_accum": 1, "max_length": 192, "max_samples": 64,
                            "eval_limit": 8, "max_new_tokens": 32, "rank": 8, "alpha": 16, "sparsity": 0.9},
               "lr": {"lora": 1e-3, "lori_d": 1e-3, "lori_s": 1e-2}},
     # default: sized from the quick run's measured rates (~160 training tokens/s, ~0.4 s per decoding step)
-    # to about 40 minutes for a three-task chain.
+    # to stay under 45 minutes for a three-task chain; measured 20m34s (README, "Measured numbers").
     "default": {"defaults": {"steps": 50, "batch_size": 4, "grad_accum": 1, "max_length": 256, "max_samples": 200,
                              "eval_limit": 24, "max_new_tokens": 48, "rank": 8, "alpha": 16, "sparsity": 0.9},
                 "lr": {"lora": 5e-4, "lori_d": 5e-4, "lori_s": 5e-3}},

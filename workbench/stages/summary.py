@@ -9,7 +9,10 @@ def _fmt(v) -> str:
 
 def _headline(kind: str, metrics: dict) -> str:
     if kind in ("train", "continue"):
-        return (f"loss {_fmt(metrics.get('first_loss'))} -> {_fmt(metrics.get('last_loss'))}, {metrics.get('steps')} steps, "
+        # runs from before loss_head/loss_tail existed show the single first and last batch
+        head, tail = metrics.get("loss_head", metrics.get("first_loss")), metrics.get("loss_tail", metrics.get("last_loss"))
+        window = f" (mean of first/last {metrics['loss_window']} steps)" if metrics.get("loss_window", 1) > 1 else ""
+        return (f"loss {_fmt(head)} -> {_fmt(tail)}{window}, {metrics.get('steps')} steps, "
                 f"{_fmt(metrics.get('tokens_per_s'))} tok/s, {metrics.get('trainable_params')} trainable, "
                 f"peak RSS {_fmt(metrics.get('peak_rss_mb'))} MB")
     if kind == "calibrate":

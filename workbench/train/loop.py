@@ -236,10 +236,21 @@ def _tick(bar, loss: float, tokens: int, t0: float) -> None:
         bar.update(1)
 
 
+def loss_ends(losses: list[float]) -> tuple[float | None, float | None, int]:
+    """Mean loss over the first and the last k steps, k = a fifth of the run (1 to 10): one batch's loss
+    says more about that batch than about training."""
+    if not losses:
+        return None, None, 0
+    k = max(1, min(10, len(losses) // 5))
+    return sum(losses[:k]) / k, sum(losses[-k:]) / k, k
+
+
 def _finish(acc, pm, spec, out_dir: Path, trace, ident, tokens, seconds, meta, extra) -> TrainResult:
     losses = [t["loss"] for t in trace]
+    head, tail, k = loss_ends(losses)
     summary = {**extra, "steps": len(trace), "first_loss": losses[0] if losses else None,
-               "last_loss": losses[-1] if losses else None, "tokens": tokens, "seconds": round(seconds, 3),
+               "last_loss": losses[-1] if losses else None, "loss_head": head, "loss_tail": tail, "loss_window": k,
+               "tokens": tokens, "seconds": round(seconds, 3),
                "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else None, "world": ident,
                "trace": trace}
     adapter = extract(pm, spec, training={k: v for k, v in summary.items() if k not in ("trace", "world")}, **meta)
