@@ -182,6 +182,29 @@ def test_nan_written_by_someone_else_is_refused_on_load(tmp_path):
         load_tensors(path)
 
 
+def test_only_adalora_pruned_modules_may_be_empty(tmp_path):
+    """AdaLoRA saves a module pruned to rank 0 as zero-row tensors: legal there, and only there."""
+    from workbench.adapters.adapter import load_adapter
+    from workbench.io.adapter_dir import write_adapter_dir
+
+    pre = "base_model.model.model.layers.0.self_attn"
+    tensors = {f"{pre}.q_proj.lora_A.weight": torch.ones(0, 4), f"{pre}.q_proj.lora_E.weight": torch.ones(0, 1),
+               f"{pre}.v_proj.lora_A.weight": torch.ones(2, 4), f"{pre}.v_proj.lora_E.weight": torch.ones(2, 1)}
+    pattern = {"model.layers.0.self_attn.q_proj.lora_E": [False, False],
+               "model.layers.0.self_attn.v_proj.lora_E": [True, True]}
+    ada = write_adapter_dir(tmp_path / "ada", tensors, {"peft_type": "ADALORA", "rank_pattern": pattern}, {})
+    assert load_adapter(ada, peft_types=("ADALORA",)).tensors[f"{pre}.q_proj.lora_A.weight"].numel() == 0
+    with pytest.raises(FileFormatError, match="not usable here"):
+        load_adapter(ada)  # merges and analytics need LoRA factors
+    pattern["model.layers.0.self_attn.q_proj.lora_E"] = [True, False]  # not pruned: empty means broken
+    bad = write_adapter_dir(tmp_path / "bad", tensors, {"peft_type": "ADALORA", "rank_pattern": pattern}, {})
+    with pytest.raises(FileFormatError, match="q_proj.lora_A.weight' has zero elements"):
+        load_adapter(bad, peft_types=("ADALORA",))
+    lora = write_adapter_dir(tmp_path / "lora", tensors, {"peft_type": "LORA"}, {})
+    with pytest.raises(FileFormatError, match="has zero elements"):
+        load_adapter(lora)
+
+
 # --- property 8: adapter and base must match ---------------------------------------------------------
 
 def _trained_on(base, tmp_path: Path) -> Path:

@@ -71,12 +71,17 @@ def _pattern_value(pattern: dict, module: str, default):
     return default
 
 
-def load_adapter(path) -> Adapter:
-    """Read an adapter directory (workbench-made or plain PEFT) with every file check applied."""
+def load_adapter(path, peft_types: tuple[str, ...] = ("LORA",)) -> Adapter:
+    """Read an adapter directory (workbench-made or plain PEFT) with every file check applied.
+
+    ``peft_types``: the PEFT types the caller can use. Merges and analytics need LoRA's ``B @ A`` factors;
+    evaluation hands the directory to PEFT and also takes AdaLoRA's SVD form.
+    """
     path = resolve_adapter_dir(path)
     tensors, config, meta = read_adapter_dir(path)
-    if config.get("peft_type", "LORA") not in ("LORA",):
-        raise FileFormatError(f"{Path(path) / 'adapter_config.json'}: peft_type '{config.get('peft_type')}' is not a LoRA adapter")
+    if config.get("peft_type", "LORA") not in peft_types:
+        raise FileFormatError(f"{Path(path) / 'adapter_config.json'}: peft_type '{config.get('peft_type')}' is not "
+                              f"usable here (expected {' or '.join(peft_types)})")
     return Adapter(tensors=tensors, config=config, meta=meta, path=Path(path))
 
 

@@ -111,13 +111,18 @@ def load_for_eval(adapter_dir: str | Path | None, base: str | None = None, devic
     if adapter_dir is not None:
         from workbench.adapters.adapter import load_adapter
 
-        adapter = load_adapter(adapter_dir)  # checked read: clear errors for a broken directory
+        # checked read: clear errors for a broken directory; PEFT loads AdaLoRA's SVD form itself
+        adapter = load_adapter(adapter_dir, peft_types=("LORA", "ADALORA"))
     base = base or _recorded_base(adapter) or EMBEDDED
     model, tokenizer = load_base(base)
     if adapter is not None and adapter.fingerprint and adapter.fingerprint != base_fingerprint(model):
         raise MismatchError(f"{adapter_dir}: adapter was trained on base {adapter.fingerprint}, but '{base}' is "
                             f"{base_fingerprint(model)}; pass the right --base")
-    if adapter is not None:
+    if adapter is not None and adapter.config.get("peft_type") == "ADALORA":
+        from workbench.adapters.methods.adalora import load_adalora
+
+        model = load_adalora(model, adapter.path)
+    elif adapter is not None:
         from peft import PeftModel
 
         # adapter.path: the adapter directory itself, also when given a training output dir (OUT/adapter)

@@ -61,8 +61,19 @@ def read_adapter_dir(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     config = read_json(path / CONFIG)
     sidecar = read_json(path / SIDECAR) if (path / SIDECAR).is_file() else {}
     sha = (sidecar.get("files") or {}).get(WEIGHTS)
-    tensors, _ = load_tensors(path / WEIGHTS, sha256=sha)
+    pruned = pruned_modules(config)
+    tensors, _ = load_tensors(path / WEIGHTS, sha256=sha,
+                              allow_empty=lambda key: key.split(".lora_")[0].removeprefix("base_model.model.") in pruned)
     return tensors, config, sidecar
+
+
+def pruned_modules(config: dict) -> set[str]:
+    """Modules whose whole rank AdaLoRA pruned away: their ``rank_pattern`` row is all False and PEFT saves
+    their factors with zero rows. Only these may hold empty tensors (elsewhere one means a broken file)."""
+    if config.get("peft_type") != "ADALORA":
+        return set()
+    return {key.removesuffix(".lora_E") for key, row in (config.get("rank_pattern") or {}).items()
+            if isinstance(row, list) and not any(row)}
 
 
 def write_adapter_dir(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], config: dict, sidecar: dict,

@@ -12,7 +12,7 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import torch
 from safetensors.torch import load as st_load
@@ -84,8 +84,11 @@ def load_tensors(
     expected_keys: Iterable[str] | None = None,
     sha256: str | None = None,
     allow_nonfinite: bool = False,
+    allow_empty: Callable[[str], bool] = lambda key: False,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Load and check a safetensors file. Returns ``(tensors, metadata)``.
+
+    ``allow_empty(key)`` says which keys may legitimately have zero elements (AdaLoRA's pruned modules).
 
     Raises:
         FileFormatError: missing, truncated or corrupt file, wrong checksum, missing/unexpected keys,
@@ -102,7 +105,7 @@ def load_tensors(
     except Exception as exc:  # safetensors raises its own SafetensorError for bad dtypes/offsets
         raise FileFormatError(f"{path}: corrupt safetensors file ({exc})") from None
     for key, t in tensors.items():
-        if t.numel() == 0:
+        if t.numel() == 0 and not allow_empty(key):
             raise FileFormatError(f"{path}: tensor '{key}' has zero elements")
     if expected_keys is not None:
         check_keys(path, set(tensors), set(expected_keys))

@@ -17,8 +17,9 @@ before the gradients are cleared (:meth:`on_step`).
 Options: ``target_r`` (default rank // 2), ``tinit`` (default 10% of the steps), ``tfinal`` (default 20%),
 ``deltaT`` (1), ``beta1`` / ``beta2`` (0.85), ``orth_reg_weight`` (0.5).
 
-What does not apply: an AdaLoRA adapter has no (A, B) LoRA factors, so ``load_adapter``/``Adapter.factors``,
-factor-space merges, LoRI masks and continuing (``init``) refuse it; load it with :func:`load_adalora`.
+What does not apply: an AdaLoRA adapter has no (A, B) LoRA factors, so ``Adapter.factors``, factor-space
+merges, analytics, LoRI masks and continuing (``init``) refuse it (``load_adapter`` reads it only when the
+caller asks for ``ADALORA``); load it onto a model with :func:`load_adalora`, which evaluation uses.
 Exact resume restores the weights but not the allocator's running importance scores.
 """
 
@@ -114,8 +115,8 @@ def adalora_ranks(pm) -> dict[str, int]:
 def load_adalora(model, path):
     """Load a saved AdaLoRA adapter onto ``model`` with PEFT's loader (reduced ranks restored).
 
-    The weights file is checked against workbench.json's SHA-256 but not through ``load_tensors``: a
-    module pruned to rank 0 is saved by PEFT as zero-element tensors, which the general loader refuses.
+    The directory gets the checked read first (SHA-256, structure, NaN): a module pruned to rank 0 is saved
+    by PEFT as zero-element tensors, which the reader accepts exactly where ``rank_pattern`` says so.
 
     Raises:
         FileFormatError: missing or tampered files, or not an AdaLoRA adapter.
@@ -123,22 +124,15 @@ def load_adalora(model, path):
     """
     from peft import PeftModel
 
-    from workbench.errors import FileFormatError, MismatchError
-    from workbench.io.adapter_dir import CONFIG, SIDECAR, WEIGHTS, read_json, resolve_adapter_dir
-    from workbench.io.tensors import sha256_file
+    from workbench.adapters.adapter import load_adapter
+    from workbench.errors import MismatchError
     from workbench.models.fingerprint import base_fingerprint
 
-    path = resolve_adapter_dir(path)
-    config = read_json(path / CONFIG)
-    if config.get("peft_type") != "ADALORA":
-        raise FileFormatError(f"{path / CONFIG}: peft_type '{config.get('peft_type')}' is not ADALORA")
-    meta = read_json(path / SIDECAR) if (path / SIDECAR).is_file() else {}
-    sha = (meta.get("files") or {}).get(WEIGHTS)
-    if sha is not None and sha256_file(path / WEIGHTS) != sha:
-        raise FileFormatError(f"{path / WEIGHTS}: SHA-256 does not match {SIDECAR} (file changed or corrupted)")
-    fp = meta.get("base_fingerprint")
+    adapter = load_adapter(path, peft_types=("ADALORA",))
+    fp = adapter.fingerprint
     if fp and fp != base_fingerprint(model):
-        raise MismatchError(f"{path}: adapter was trained on base {fp}, this base is {base_fingerprint(model)}")
+        raise MismatchError(f"{adapter.path}: adapter was trained on base {fp}, this base is {base_fingerprint(model)}")
+    path = adapter.path
     with warnings.catch_warnings():
         # PEFT's LoRA config check reads AdaLoRA's rank_pattern (lora_E keys) as LoRA ranks and warns that
         # they match no module; AdaLoRA's own loader applies them (the outputs are tested equal).
