@@ -263,3 +263,24 @@ def test_streaming_yields_in_order_and_stops_cleanly(setup):
     assert (tmp / "run" / ".lock").exists()
     gen.close()
     assert not (tmp / "run" / ".lock").exists()
+
+
+def test_release_memory_returns_freed_pages_to_the_os():
+    """Freed mid-sized tensors stay resident in glibc's arenas until trimmed (what a stage leaves behind)."""
+    import torch
+
+    from workbench.graph.memory import release_memory
+
+    def rss_mb():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    if not sys.platform.startswith("linux") or not release_memory():
+        pytest.skip("malloc_trim is glibc's")
+    chunks = [torch.ones(8000) for _ in range(7800)]  # ~250 MB of 32 KB blocks
+    keep = torch.ones(10)  # allocated last, on top of the heap
+    del chunks
+    before = rss_mb()
+    release_memory()
+    assert rss_mb() < before - 100, (before, rss_mb())
+    del keep

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 import yaml
 
 from workbench.graph.lock import RunLock
+from workbench.graph.memory import release_memory
 from workbench.graph.scheduler import schedule
 from workbench.graph.store import RESOLVED, FileHasher, RunStore, compute_keys
 from workbench.graph.task import StageResult, Task
@@ -175,6 +176,8 @@ def _execute(store: RunStore, task: Task, key: str, results: dict[str, StageResu
     except BaseException as exc:
         store.record_failure(task.name, exc)
         raise
+    finally:
+        release_memory()  # the next stage loads its own model: do not carry this one's freed pages
     return result
 
 
