@@ -65,7 +65,9 @@ def test_report_compares_increments_and_says_so(tmp_path):
     cos = lambda r: next(p for p in r["pairs"] if (p["a"], p["b"]) == ("math", "code"))["summary"]["means"]["delta_cosine"]  # noqa: E731
     # snapshots share every earlier stage's update, so they look alike; what each stage added does not
     assert cos(snapshots) > 0.5 and abs(cos(incs)) < cos(snapshots) / 2
-    assert "math (what it added over safety)" in (tmp_path / "i" / "report.md").read_text()
+    md = (tmp_path / "i" / "report.md").read_text()
+    assert "math (what it added over safety)" in md
+    assert "math / code: the same A" in md  # A overlap 1 is explained, not left to look like interference
     with pytest.raises(ConfigError, match="unknown adapters"):
         build_report(snaps, out_dir=tmp_path / "x", increments={"math": "nope"})
 

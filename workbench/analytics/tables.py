@@ -44,6 +44,12 @@ def headline(report: dict) -> Table:
               "ΔW cosine", "interf. a←b (random)", "interf. b←a", "cross energy ab / ba", "mask Jaccard"]
     note = ("Means over shared modules where each metric is defined; degenerate modules (zero or rank-deficient "
             "factors) never count as orthogonal. interf. a←b = |ΔW_b P_A(a)|/|ΔW_b|.")
+    shared = [f"{p['a']} / {p['b']}" for p in report["pairs"] if p["summary"]["means"]["a_mean_sq_cos"] is not None
+              and p["summary"]["means"]["a_mean_sq_cos"] > 1 - 1e-6]
+    if shared:
+        # A chain's stages continue one adapter: the same frozen A, so these two columns are 1 by construction
+        note += (f" {', '.join(shared)}: the same A (stages of one chain, or one seed), so A overlap and "
+                 "interference are 1 by construction; their updates can differ only through B (see B cos², ΔW cosine).")
     return Table("headline", "Adapter pairs", header, rows, note)
 
 
