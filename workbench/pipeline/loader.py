@@ -7,7 +7,7 @@ as a :class:`~workbench.pipeline.problems.PipelineError`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Iterable
@@ -20,6 +20,7 @@ from workbench.pipeline.chain import expand_chain
 from workbench.pipeline.checks import Parts, all_checks
 from workbench.pipeline.overrides import apply_overrides
 from workbench.pipeline.planner import Resolver
+from workbench.pipeline.plugins import load_plugins
 from workbench.pipeline.problems import PipelineError, Problem, problem_at, schema_problems
 from workbench.pipeline.yaml_load import Located, YamlSyntaxError, read_located
 
@@ -33,6 +34,7 @@ class LoadedPipeline:
     model: schema.Pipeline
     source: str
     base_dir: Path
+    provides: dict = field(default_factory=dict)  # {what: {name: plugin file}} from the pipeline's plugins
 
     @property
     def name(self) -> str:
@@ -40,7 +42,7 @@ class LoadedPipeline:
 
     @cached_property
     def _resolver(self) -> Resolver:
-        return Resolver(self.model, self.base_dir)
+        return Resolver(self.model, self.base_dir, self.provides)
 
     @cached_property
     def _tasks(self) -> dict[str, Task]:
@@ -111,12 +113,14 @@ def load_tree(located: Located, base_dir: Path, overrides: Iterable[str] = (), d
         model = schema.Pipeline.model_validate(tree)
     except ValidationError as exc:
         problems += schema_problems(exc, located)
-    problems += all_checks(_parts(model, tree, located, base_dir))
+    # before the name checks, which must see what the plugins register
+    plugin_problems, provides = load_plugins(tree.get("plugins"), base_dir, located)
+    problems += plugin_problems + all_checks(_parts(model, tree, located, base_dir))
     if problems:
         raise PipelineError(problems)
     if model.name is None and default_name:
         model = model.model_copy(update={"name": default_name})
-    return LoadedPipeline(model, source, base_dir)
+    return LoadedPipeline(model, source, base_dir, provides)
 
 
 def _parts(model: schema.Pipeline | None, tree: dict, located: Located, base_dir: Path) -> Parts:

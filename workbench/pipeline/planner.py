@@ -33,8 +33,8 @@ def _length(stage, defaults: schema.Defaults) -> dict:
 class Resolver:
     """Resolves stages of one validated pipeline (``base_dir``: where relative data paths start)."""
 
-    def __init__(self, pipe: schema.Pipeline, base_dir: Path):
-        self.pipe, self.base_dir = pipe, Path(base_dir)
+    def __init__(self, pipe: schema.Pipeline, base_dir: Path, provides: dict | None = None):
+        self.pipe, self.base_dir, self.provides = pipe, Path(base_dir), provides or {}
 
     def task_spec(self, name: str) -> dict | None:
         """A custom task's definition with its path made absolute; None for a registered task."""
@@ -49,6 +49,17 @@ class Resolver:
     def files(self, task_names) -> list[str]:
         specs = [self.task_spec(t) for t in task_names]
         return [s["path"] for s in specs if s and is_local(s["path"])]
+
+    def plugin_files(self, name: str) -> list[str]:
+        """The plugin files that define the method, strategy or tasks a stage uses: part of its key."""
+        stage = self.pipe.stages[name]
+        used = {"task": self.task_names(name)}
+        if stage.kind in ("train", "continue"):
+            used["method"] = [self.method(name)]
+        if stage.kind == "merge":
+            used["merge strategy"] = [stage.strategy]
+        return sorted({self.provides[what][n] for what, ns in used.items() for n in ns
+                       if n in self.provides.get(what, {})})
 
     def method(self, name: str) -> str:
         stage = self.pipe.stages[name]
@@ -102,7 +113,7 @@ class Resolver:
         for name in order:
             inputs = [(role, built[ref]) for role, ref in self.roles(name)]
             built[name] = Task.make(name, self.pipe.stages[name].kind, self.params(name), inputs,
-                                    self.files(self.task_names(name)))
+                                    self.files(self.task_names(name)) + self.plugin_files(name))
         return built
 
     def resolved(self) -> dict:

@@ -217,6 +217,9 @@ class Pipeline(Strict):
     base: Base = Base()
     defaults: Defaults = Defaults()
     tasks: dict[TaskName, CustomTask] = {}
+    # Python files (relative to the pipeline file) imported before names are checked: they register merge
+    # strategies, methods or tasks the stages can then name (workbench/pipeline/plugins.py).
+    plugins: list[str] = []
     stages: Annotated[dict[StageName, Stage], Field(min_length=1)]
 
 
