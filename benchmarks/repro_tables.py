@@ -52,9 +52,10 @@ def _mean_sd(values: list[float], sign: str = "+") -> str:
 def seeds_table(runs: list[Path]) -> str:
     """The same chain run with several seeds: per method, mean ± sample standard deviation over the runs
     of the first task's NLL forgetting (after stage 2 minus after stage 1), its refusal rate after stage 2,
-    and the second task's NLL gain (base minus after stage 2). Per-seed forgetting values follow."""
+    the second task's NLL gain (base minus after stage 2), and forgetting divided by that gain (the cost
+    of what was learned). Per-seed forgetting values follow."""
     rows = [f"| method | safety NLL forgetting (mean ± sd, n={len(runs)}) | per seed | "
-            "safety refusal after 2 | 2nd task NLL gain |", "|---|---|---|---|---|"]
+            "safety refusal after 2 | 2nd task NLL gain | forgetting per nat gained |", "|---|---|---|---|---|---|"]
     for m in METHODS:
         forget, refusal, gain = [], [], []
         for run in runs:
@@ -68,7 +69,10 @@ def seeds_table(runs: list[Path]) -> str:
             gain.append(nll[0][1] - nll[2][1])
         if forget:
             per_seed = ", ".join(f"{x:+.3f}" for x in forget)
-            rows.append(f"| {m} | {_mean_sd(forget)} | {per_seed} | {_mean_sd(refusal, sign='')} | {_mean_sd(gain)} |")
+            # a method that learns the second task less can forget less for that reason alone
+            ratio = [f / g for f, g in zip(forget, gain) if g > 0]
+            rows.append(f"| {m} | {_mean_sd(forget)} | {per_seed} | {_mean_sd(refusal, sign='')} | {_mean_sd(gain)} | "
+                        f"{_mean_sd(ratio)} |")
     return "\n".join(rows)
 
 
