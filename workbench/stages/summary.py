@@ -7,14 +7,19 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def _num(v, digits: int) -> str:
+    """Counts and rates at their own precision, with thousands separators: 1,244,160 trainable, 2,385 MB."""
+    return "-" if v is None else f"{v:,.{digits}f}"
+
+
 def _headline(kind: str, metrics: dict) -> str:
     if kind in ("train", "continue"):
         # runs from before loss_head/loss_tail existed show the single first and last batch
         head, tail = metrics.get("loss_head", metrics.get("first_loss")), metrics.get("loss_tail", metrics.get("last_loss"))
         window = f" (mean of first/last {metrics['loss_window']} steps)" if metrics.get("loss_window", 1) > 1 else ""
         return (f"loss {_fmt(head)} -> {_fmt(tail)}{window}, {metrics.get('steps')} steps, "
-                f"{_fmt(metrics.get('tokens_per_s'))} tok/s, {metrics.get('trainable_params')} trainable, "
-                f"peak RSS {_fmt(metrics.get('peak_rss_mb'))} MB")
+                f"{_num(metrics.get('tokens_per_s'), 1)} tok/s, {_num(metrics.get('trainable_params'), 0)} trainable, "
+                f"peak RSS {_num(metrics.get('peak_rss_mb'), 0)} MB")
     if kind == "calibrate":
         return f"kept {metrics.get('kept')} (density {_fmt(metrics.get('density'))})"
     if kind == "evaluate":
