@@ -134,11 +134,11 @@ def build_report(adapters, masks=None, forgetting=None, out_dir=None, *, top_k: 
     check_same_base(list(named.values()))
     mask_tensors = prepare_masks(masks, named)
     forg = load_forgetting(forgetting) if forgetting is not None else None
-    factors = {n: a.factors() for n, a in named.items()}
-    infos = {n: adapter_info(a) for n, a in named.items()}
+    snapshots = {n: a.factors() for n, a in named.items()}
+    factors, infos = dict(snapshots), {n: adapter_info(a) for n, a in named.items()}
     for name, prev in _check_increments(increments or {}, list(named)).items():
-        # factors of the snapshots, not of earlier increments: each entry is one stage's own update
-        factors[name] = increment(named[name].factors(), named[prev].factors())
+        # from the snapshots, not from earlier increments: each entry is one stage's own update
+        factors[name] = increment(snapshots[name], snapshots[prev])
         infos[name]["increment_of"] = prev
     analysis = analyse(factors, mask_tensors, threads=threads)
     report = report_dict(analysis, infos, forg, top_k)

@@ -121,7 +121,7 @@ def load_for_eval(adapter_dir: str | Path | None, base: str | None = None, devic
     if adapter is not None and adapter.config.get("peft_type") == "ADALORA":
         from workbench.adapters.methods.adalora import load_adalora
 
-        model = load_adalora(model, adapter.path)
+        model = load_adalora(model, adapter)  # already read and checked above
     elif adapter is not None:
         from peft import PeftModel
 

@@ -28,12 +28,11 @@ def _registered() -> dict[str, set[str]]:
 
 
 def import_plugin(path: Path) -> dict[str, list[str]]:
-    """Import one plugin file (once per content). Returns ``{what: [names it registered]}``.
+    """Import one plugin file (a resolved path; once per content). Returns ``{what: [names it registered]}``.
 
     Raises:
         whatever the plugin's code raises.
     """
-    path = path.resolve()
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if path in _LOADED and _LOADED[path][0] == digest:
         return _LOADED[path][1]
@@ -73,7 +72,7 @@ def load_plugins(raw, base_dir: Path, located: Located) -> tuple[list[Problem], 
         if not isinstance(entry, str):
             continue
         path = Path(entry).expanduser()
-        path = path if path.is_absolute() else base_dir / path
+        path = (path if path.is_absolute() else base_dir / path).resolve()
         where = ("plugins", i)
         if not path.is_file():
             problems.append(problem_at(located, where, f"plugin file '{entry}' not found (looked at {path})"))
@@ -86,5 +85,5 @@ def load_plugins(raw, base_dir: Path, located: Located) -> tuple[list[Problem], 
                                                        f"{exc} ({Path(last.filename).name}:{last.lineno})"))
             continue
         for what, registered in added.items():
-            provides.setdefault(what, {}).update({n: str(path.resolve()) for n in registered})
+            provides.setdefault(what, {}).update({n: str(path) for n in registered})
     return problems, provides

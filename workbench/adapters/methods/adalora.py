@@ -113,9 +113,10 @@ def adalora_ranks(pm) -> dict[str, int]:
 
 
 def load_adalora(model, path):
-    """Load a saved AdaLoRA adapter onto ``model`` with PEFT's loader (reduced ranks restored).
+    """Load a saved AdaLoRA adapter (a directory, or an ``Adapter`` already read from one) onto ``model``
+    with PEFT's loader (reduced ranks restored).
 
-    The directory gets the checked read first (SHA-256, structure, NaN): a module pruned to rank 0 is saved
+    A directory gets the checked read first (SHA-256, structure, NaN): a module pruned to rank 0 is saved
     by PEFT as zero-element tensors, which the reader accepts exactly where ``rank_pattern`` says so.
 
     Raises:
@@ -124,20 +125,19 @@ def load_adalora(model, path):
     """
     from peft import PeftModel
 
-    from workbench.adapters.adapter import load_adapter
+    from workbench.adapters.adapter import Adapter, load_adapter
     from workbench.errors import MismatchError
     from workbench.models.fingerprint import base_fingerprint
 
-    adapter = load_adapter(path, peft_types=("ADALORA",))
+    adapter = path if isinstance(path, Adapter) else load_adapter(path, peft_types=("ADALORA",))
     fp = adapter.fingerprint
     if fp and fp != base_fingerprint(model):
         raise MismatchError(f"{adapter.path}: adapter was trained on base {fp}, this base is {base_fingerprint(model)}")
-    path = adapter.path
     with warnings.catch_warnings():
         # PEFT's LoRA config check reads AdaLoRA's rank_pattern (lora_E keys) as LoRA ranks and warns that
         # they match no module; AdaLoRA's own loader applies them (the outputs are tested equal).
         warnings.filterwarnings("ignore", message="The following rank_pattern keys")
-        return PeftModel.from_pretrained(model, str(path)).eval()
+        return PeftModel.from_pretrained(model, str(adapter.path)).eval()
 
 
 METHODS.add("adalora", AdaLora(), reference="https://arxiv.org/abs/2303.10512")
