@@ -104,8 +104,8 @@ def load_tensors(
         tensors = st_load(data)
     except Exception as exc:  # safetensors raises its own SafetensorError for bad dtypes/offsets
         raise FileFormatError(f"{path}: corrupt safetensors file ({exc})") from None
-    for key, t in tensors.items():
-        if t.numel() == 0 and not allow_empty(key):
+    for key in sorted(tensors):  # sorted: the file's order varies, and the error should name the same key
+        if tensors[key].numel() == 0 and not allow_empty(key):
             raise FileFormatError(f"{path}: tensor '{key}' has zero elements")
     if expected_keys is not None:
         check_keys(path, set(tensors), set(expected_keys))
