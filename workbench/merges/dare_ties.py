@@ -6,10 +6,9 @@ import torch
 
 from workbench.adapters.factors import ModuleFactors
 from workbench.merges.checks import check_not_sparse
-from workbench.merges.linear import check_equal_ranks
 from workbench.merges.params import RandomSignParams
-from workbench.merges.primitives import (dense_deltas, merge_delta_space, merge_factor_space, prune_random,
-                                         ties_disjoint_mean)
+from workbench.merges.primitives import prune_random
+from workbench.merges.pruned import prune_then_merge
 from workbench.merges.registry import MergeContext, register_merge
 
 
@@ -33,13 +32,5 @@ def dare_ties(factors: list[ModuleFactors], weights: list[float], params: Random
     Returns:
         ModuleFactors (factor space) or the dense merged update (out, in) (delta space).
     """
-    if params.space == "factor":
-        check_equal_ranks(factors, ctx, "dare_ties")
-
-        def combine(tensors, w):
-            return ties_disjoint_mean([prune_random(t, params.density, ctx.generator) for t in tensors], w,
-                                      params.majority_sign_method)
-
-        return merge_factor_space(factors, weights, combine)
-    deltas = [prune_random(d, params.density, ctx.generator) for d in dense_deltas(factors)]
-    return merge_delta_space(deltas, weights, consensus=params.majority_sign_method, normalize=False)
+    return prune_then_merge(factors, weights, params.space, ctx, "dare_ties",
+                            lambda t: prune_random(t, params.density, ctx.generator), params.majority_sign_method)

@@ -6,10 +6,9 @@ import torch
 
 from workbench.adapters.factors import ModuleFactors
 from workbench.merges.checks import check_not_sparse
-from workbench.merges.linear import check_equal_ranks
 from workbench.merges.params import PruneParams
-from workbench.merges.primitives import (dense_deltas, merge_delta_space, merge_factor_space, prune_magnitude,
-                                         weighted_sum)
+from workbench.merges.primitives import prune_magnitude
+from workbench.merges.pruned import prune_then_merge
 from workbench.merges.registry import MergeContext, register_merge
 
 
@@ -32,12 +31,5 @@ def magnitude_prune(factors: list[ModuleFactors], weights: list[float], params: 
     Returns:
         ModuleFactors (factor space) or the dense merged update (out, in) (delta space).
     """
-    if params.space == "factor":
-        check_equal_ranks(factors, ctx, "magnitude_prune")
-
-        def combine(tensors, w):
-            return weighted_sum([prune_magnitude(t, params.density) for t in tensors], w)
-
-        return merge_factor_space(factors, weights, combine)
-    deltas = [prune_magnitude(d, params.density) for d in dense_deltas(factors)]
-    return merge_delta_space(deltas, weights, consensus=None, normalize=False)
+    return prune_then_merge(factors, weights, params.space, ctx, "magnitude_prune",
+                            lambda t: prune_magnitude(t, params.density))

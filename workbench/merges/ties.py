@@ -6,10 +6,9 @@ import torch
 
 from workbench.adapters.factors import ModuleFactors
 from workbench.merges.checks import check_not_sparse
-from workbench.merges.linear import check_equal_ranks
 from workbench.merges.params import SignParams
-from workbench.merges.primitives import (dense_deltas, merge_delta_space, merge_factor_space, prune_magnitude,
-                                         ties_disjoint_mean)
+from workbench.merges.primitives import prune_magnitude
+from workbench.merges.pruned import prune_then_merge
 from workbench.merges.registry import MergeContext, register_merge
 
 
@@ -33,13 +32,5 @@ def ties(factors: list[ModuleFactors], weights: list[float], params: SignParams,
     Returns:
         ModuleFactors (factor space) or the dense merged update (out, in) (delta space).
     """
-    if params.space == "factor":
-        check_equal_ranks(factors, ctx, "ties")
-
-        def combine(tensors, w):
-            return ties_disjoint_mean([prune_magnitude(t, params.density) for t in tensors], w,
-                                      params.majority_sign_method)
-
-        return merge_factor_space(factors, weights, combine)
-    deltas = [prune_magnitude(d, params.density) for d in dense_deltas(factors)]
-    return merge_delta_space(deltas, weights, consensus=params.majority_sign_method, normalize=True)
+    return prune_then_merge(factors, weights, params.space, ctx, "ties", lambda t: prune_magnitude(t, params.density),
+                            params.majority_sign_method, normalize=True)
