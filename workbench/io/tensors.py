@@ -37,7 +37,8 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def check_finite(tensors: Mapping[str, torch.Tensor], where: str) -> None:
-    for key, t in tensors.items():
+    for key in sorted(tensors):  # the same key named whatever order the tensors came in
+        t = tensors[key]
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise NonFiniteError(f"{where}: tensor '{key}' has NaN or infinite values")
 
