@@ -23,6 +23,7 @@ from workbench.analytics.dense import dense_module_pair
 from workbench.analytics.pairs import analyse
 from workbench.analytics.report import adapter_info, write_report
 from workbench.analytics.serialize import report_dict
+from workbench.graph.memory import PeakRSS
 from workbench.testing import LLAMA3_8B, llama_shapes, random_adapter
 
 PREFIX = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
@@ -62,25 +63,33 @@ def max_diff(ours: dict, dense: dict) -> float:
     return worst
 
 
-def run_subset(adapters, modules: list[str]) -> tuple[float, float, float]:
-    """Time ours and dense on ``modules`` of the pair (task0, task1). Returns (ours_s, dense_s, max diff)."""
+def run_subset(adapters, modules: list[str]) -> tuple[float, float, float, PeakRSS, PeakRSS]:
+    """Time ours and dense on ``modules`` of the pair (task0, task1). Returns (ours_s, dense_s, max diff,
+    ours' and dense's peak memory)."""
     fa, fb = adapters[0].factors(), adapters[1].factors()
     sub = {"task0": {m: fa[m] for m in modules}, "task1": {m: fb[m] for m in modules}}
     t = time.perf_counter()
-    res = analyse(sub)
+    with PeakRSS() as ours_mem:
+        res = analyse(sub)
     ours_s = time.perf_counter() - t
-    worst, dense_s = 0.0, 0.0
+    worst, dense_s, dense_mem = 0.0, 0.0, PeakRSS()
     for m in modules:
         t = time.perf_counter()
-        d = dense_module_pair(fa[m], fb[m])
+        with PeakRSS() as mem:
+            d = dense_module_pair(fa[m], fb[m])
         dt = time.perf_counter() - t
+        dense_mem.mb = max(filter(None, (dense_mem.mb, mem.mb)), default=None)
         dense_s += dt
         ours = ours_numbers(res.pairs[0].modules[m], res.spectra["task0"][m], res.spectra["task1"][m])
         diff = max_diff(ours, dense_numbers(d))
         worst = max(worst, diff)
         print(f"  {m:40s} {tuple(fa[m].B.shape[:1]) + tuple(fa[m].A.shape[1:])}  dense {dt:7.2f} s   "
               f"max |ours - dense| {diff:.2e}")
-    return ours_s, dense_s, worst
+    return ours_s, dense_s, worst, ours_mem, dense_mem
+
+
+def _mb(v) -> str:
+    return "-" if v is None else f"{v:.0f}"
 
 
 def main() -> int:
@@ -98,11 +107,13 @@ def main() -> int:
 
     factors = {a.name: a.factors() for a in adapters}
     t = time.perf_counter()
-    full = analyse(factors)
+    with PeakRSS() as full_mem:
+        full = analyse(factors)
     full_s = time.perf_counter() - t
     n_pairs = sum(len(p.modules) for p in full.pairs)
     print(f"ours, full analysis: {len(full.pairs)} pairs x {n_mod} modules = {n_pairs} module pairs + "
-          f"{4 * n_mod} spectra in {full_s:.2f} s ({1e3 * full_s / n_pairs:.2f} ms per module pair)")
+          f"{4 * n_mod} spectra in {full_s:.2f} s ({1e3 * full_s / n_pairs:.2f} ms per module pair), "
+          f"peak {_mb(full_mem.mb)} MB above start")
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         report = report_dict(full, {a.name: adapter_info(a) for a in adapters})
@@ -112,17 +123,18 @@ def main() -> int:
     modules = [f"model.layers.0.{PREFIX[p]}.{p}" for p in args.dense_modules.split(",")]
     print(f"dense peer on a subset: pair task0/task1, modules {', '.join(modules)} "
           "(full SVD of each delta, dense projector and cross products, scipy subspace_angles)")
-    ours_s, dense_s, worst = run_subset(adapters, modules)
+    ours_s, dense_s, worst, ours_mem, dense_mem = run_subset(adapters, modules)
     ratio = dense_s / ours_s
     print(f"subset: ours {ours_s * 1e3:.1f} ms, dense {dense_s:.1f} s, ratio {ratio:.0f}x, "
-          f"max abs difference {worst:.2e}")
+          f"max abs difference {worst:.2e}; peak memory above start: ours {_mb(ours_mem.mb)} MB, dense {_mb(dense_mem.mb)} MB")
     per_pair = dense_s / len(modules)
     print(f"(estimate, not measured: dense at the subset's mean of {per_pair:.1f} s per module pair would need "
           f"~{per_pair * n_pairs / 3600:.1f} h for the full report's {n_pairs} module pairs; ours took {full_s:.1f} s)")
     if worst > 1e-6:
         print(f"MISMATCH: factorised and dense numbers differ by {worst:.2e}")
         return 1
-    print(f"RESULT analytics ratio={ratio:.1f} ours={ours_s:.4f}s peer={dense_s:.2f}s")
+    print(f"RESULT analytics ratio={ratio:.1f} ours={ours_s:.4f}s peer={dense_s:.2f}s "
+          f"ours_peak_mb={_mb(ours_mem.mb)} peer_peak_mb={_mb(dense_mem.mb)}")
     return 0
 
 

@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from workbench.adapters.adapter import Adapter
-from workbench.adapters.factors import file_key
+from workbench.graph.memory import PeakRSS
+from workbench.keys import file_key
 from workbench.merges import merge
 from workbench.testing import LLAMA3_8B, llama_shapes, random_adapter
 
@@ -122,9 +123,15 @@ def restrict(adapter: Adapter, modules) -> Adapter:
     return Adapter({k: v for k, v in adapter.tensors.items() if k in keys}, dict(adapter.config), dict(adapter.meta))
 
 
-def row(name: str, ours: float, peer: float, note: str = "") -> tuple[str, float, float]:
-    print(f"{name:24s} ours {ours:9.2f} s   peft {peer:9.2f} s   ratio {peer / ours:9.1f}x {note}", flush=True)
-    return name, ours, peer
+def row(name: str, ours: float, peer: float, note: str = "", mem=(None, None)) -> tuple:
+    """One strategy's line; ``mem``: (ours, peer) peak MB above the start of each side's timing."""
+    print(f"{name:24s} ours {ours:9.2f} s   peft {peer:9.2f} s   ratio {peer / ours:9.1f}x   "
+          f"peak MB ours {_mb(mem[0])} peft {_mb(mem[1])} {note}", flush=True)
+    return name, ours, peer, *mem
+
+
+def _mb(v) -> str:
+    return "-" if v is None else f"{v:.0f}"
 
 
 def main() -> None:
@@ -145,8 +152,11 @@ def main() -> None:
     rows = []
     print("-- factor-space strategies, whole model on both sides, best of 2")
     for ours_name, peft_name, params in FACTOR:
-        ours = timed(lambda: merge(adapters, ours_name, WEIGHTS, **params), repeat=2)
-        rows.append(row(ours_name, ours, time_peft(pm, N_ADAPTERS, peft_name, params, repeat=2)))
+        with PeakRSS() as om:
+            ours = timed(lambda: merge(adapters, ours_name, WEIGHTS, **params), repeat=2)
+        with PeakRSS() as pmem:
+            peer = time_peft(pm, N_ADAPTERS, peft_name, params, repeat=2)
+        rows.append(row(ours_name, ours, peer, mem=(om.mb, pmem.mb)))
     rows += dense_side(adapters, shapes, args.subset.split(","), pm)
     report(rows)
 
@@ -162,21 +172,28 @@ def dense_side(adapters, shapes, projections, full_pm) -> list:
     del full_pm
     rows = []
     ours_full = timed(lambda: merge(adapters, "svd", WEIGHTS, rank=RANK))
-    ours_sub = timed(lambda: merge(sub_adapters, "svd", WEIGHTS, rank=RANK))
-    peft_sub = time_peft(sub_pm, N_ADAPTERS, "svd", {})
+    with PeakRSS() as om:
+        ours_sub = timed(lambda: merge(sub_adapters, "svd", WEIGHTS, rank=RANK))
+    with PeakRSS() as pmem:
+        peft_sub = time_peft(sub_pm, N_ADAPTERS, "svd", {})
     rows.append(row("svd", ours_sub * scale, peft_sub * scale,
-                    f"(both extrapolated; ours measured on the whole model: {ours_full:.2f} s)"))
+                    f"(both extrapolated, peaks of the subset; ours measured on the whole model: {ours_full:.2f} s)",
+                    mem=(om.mb, pmem.mb)))
     for name, strategy, peft_name, params in DELTA:
-        ours = timed(lambda: merge(sub_adapters, strategy, WEIGHTS, space="delta", rank=RANK, **params))
-        peer = time_peft(sub_pm, N_ADAPTERS, peft_name, params)
-        rows.append(row(f"{name} vs {peft_name}", ours * scale, peer * scale, "(both extrapolated)"))
+        with PeakRSS() as om:
+            ours = timed(lambda: merge(sub_adapters, strategy, WEIGHTS, space="delta", rank=RANK, **params))
+        with PeakRSS() as pmem:
+            peer = time_peft(sub_pm, N_ADAPTERS, peft_name, params)
+        rows.append(row(f"{name} vs {peft_name}", ours * scale, peer * scale, "(times extrapolated, peaks of the subset)",
+                        mem=(om.mb, pmem.mb)))
     return rows
 
 
 def report(rows) -> None:
-    for name, ours, peer in rows:
-        print(f"RESULT merge_{name.split()[0]} ratio={peer / ours:.2f} ours={ours:.3f}s peer={peer:.3f}s")
-    ratios = [peer / ours for _, ours, peer in rows]
+    for name, ours, peer, ours_mb, peer_mb in rows:
+        print(f"RESULT merge_{name.split()[0]} ratio={peer / ours:.2f} ours={ours:.3f}s peer={peer:.3f}s "
+              f"ours_peak_mb={_mb(ours_mb)} peer_peak_mb={_mb(peer_mb)}")
+    ratios = [r[2] / r[1] for r in rows]
     geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
     total_ours, total_peer = sum(r[1] for r in rows), sum(r[2] for r in rows)
     print(f"RESULT merge ratio={geo:.2f} ours={total_ours:.2f}s peer={total_peer:.2f}s min_ratio={min(ratios):.2f}")

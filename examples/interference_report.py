@@ -2,12 +2,12 @@
 
 Three small adapters over a Llama-shaped stack: two share the frozen random A (same seed), one draws its
 own. The report shows the A-subspace overlap at 1 for the shared seed and near the random baseline r/d
-otherwise. Run: ``python examples/interference_report.py [OUT_DIR]``.
+otherwise. Run: ``python examples/interference_report.py [--out DIR]`` (default: a new temporary directory).
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 import tempfile
 
 from workbench.analytics import build_report
@@ -36,4 +36,6 @@ def main(out_dir: str) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="interference-"))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=None, help="report directory (default: a new temporary directory)")
+    main(parser.parse_args().out or tempfile.mkdtemp(prefix="interference-"))

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from workbench.adapters.factors import file_key
 from workbench.adapters.live import attach, extract, load_onto
 from workbench.adapters.spec import AdapterSpec
 from workbench.errors import ConfigError, MismatchError
+from workbench.keys import file_key
 
 SPEC = dict(rank=4, alpha=8)
 

@@ -9,7 +9,9 @@ import pytest
 import scipy.linalg
 import torch
 
-from workbench.adapters.factors import ModuleFactors, file_key
+from workbench.adapters.factors import ModuleFactors
+
+from workbench.keys import file_key
 from workbench.analytics import (
     analyse, compare_modules, delta_spectrum, mask_overlap, orthonormal_basis, prepare, principal_angles,
 )
@@ -205,7 +207,7 @@ def test_masks_in_analysis_by_file_key_or_object():
     mb = torch.zeros(8, 2, dtype=torch.bool)
     mb[2:6] = True
 
-    class MaskFile:  # what workbench.io.mask_file.load_mask returns: an object with .tensors
+    class MaskFile:  # what workbench.masking.file.load_mask returns: an object with .tensors
         tensors = {file_key(M, "B"): mb}
 
     masks = {"a": normalise_mask({file_key(M, "B"): ma}, "a"), "b": normalise_mask(MaskFile(), "b")}

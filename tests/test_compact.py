@@ -2,9 +2,10 @@
 
 import torch
 
-from workbench.adapters.init import seeded_a, tensors_hash
+from workbench.adapters.compact import dir_size, export_compact, export_peft
+from workbench.adapters.init import seeded_a
+from workbench.hashing import tensors_hash
 from workbench.io.adapter_dir import WEIGHTS
-from workbench.io.compact import dir_size, export_compact, export_peft
 from workbench.testing import llama_shapes, random_adapter
 
 

@@ -41,7 +41,9 @@ def test_custom_merge_example():
 
 
 def test_interference_report_example(tmp_path):
-    _py(ROOT / "examples/interference_report.py", "--out", tmp_path / "report")
+    out = _py(ROOT / "examples/interference_report.py", "--out", tmp_path / "report")
+    assert (tmp_path / "report" / "report.html").is_file() and str(tmp_path / "report") in out
+    assert not (ROOT / "--out").exists()  # the argument once became a directory named --out here
 
 
 def _readme_commands() -> list[str]:

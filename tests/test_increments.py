@@ -67,7 +67,7 @@ def test_report_compares_increments_and_says_so(tmp_path):
     assert cos(snapshots) > 0.5 and abs(cos(incs)) < cos(snapshots) / 2
     md = (tmp_path / "i" / "report.md").read_text()
     assert "math (what it added over safety)" in md
-    assert "math / code: the same A" in md  # A overlap 1 is explained, not left to look like interference
+    assert "(the adapters share one frozen A" in md  # A overlap 1 is explained, not left to look like interference
     with pytest.raises(ConfigError, match="unknown adapters"):
         build_report(snaps, out_dir=tmp_path / "x", increments={"math": "nope"})
 

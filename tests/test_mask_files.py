@@ -14,9 +14,9 @@ import torch
 from workbench.cli import main
 from workbench.errors import FileFormatError, MismatchError
 from workbench.io.adapter_dir import SIDECAR, WEIGHTS, read_json
-from workbench.io.mask_file import import_lori_pt, load_mask, official_key, save_mask
 from workbench.io.tensors import save_tensors
 from workbench.masking import calibrate_adapter, check_disjoint
+from workbench.masking.file import import_lori_pt, load_mask, official_key, save_mask
 from workbench.testing import random_adapter
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,8 +7,8 @@ import re
 import pytest
 import torch
 
-from workbench.adapters.factors import file_key
 from workbench.errors import ConfigError, MismatchError, NonFiniteError
+from workbench.keys import file_key
 from workbench.masking import (Mask, calibrate, check_density, check_disjoint, check_mask_matches, density_by,
                                overlap, union)
 from workbench.testing import random_adapter

@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from workbench.adapters.adapter import Adapter, load_adapter
-from workbench.adapters.factors import ModuleFactors, file_key
+from workbench.adapters.factors import ModuleFactors
 from workbench.errors import ConfigError, MismatchError, NonFiniteError, WorkbenchError
+from workbench.keys import file_key
 from workbench.merges import MERGES, MergeContext, merge, merge_adapters_into_base, merge_into_base, register_merge
 from workbench.merges.primitives import module_order, prune_magnitude
 from workbench.testing import TINY, llama_shapes, random_adapter
@@ -414,7 +415,7 @@ def test_strategy_results_are_checked():
 def test_merge_into_base_refuses_another_base(tiny_model):
     (a,) = adapters(1)
     a.meta["base_fingerprint"] = "llama-0000000000000000"
-    with pytest.raises(MismatchError, match="trained on base llama-0000000000000000 but the model is llama-"):
+    with pytest.raises(MismatchError, match="trained on base llama-0000000000000000, this base is llama-"):
         merge_into_base(tiny_model, a)
 
 

@@ -70,19 +70,11 @@ def _model(quantized_dir=None):
 
 def _train(method, data, out, base):
     spec = AdapterSpec(method=method, options=OPTIONS.get(method, {}), **SPEC)
-    if method == "lora_drop":
-        from workbench.adapters.methods.lora_drop import run_lora_drop
-
-        return spec, run_lora_drop(base, data, spec, CFG, out, progress=False)
-    return spec, train(base, data, spec, CFG, out, progress=False)
+    return spec, train(base, data, spec, CFG, out, progress=False)  # lora_drop: its run hook's two phases
 
 
 def _reload(method, path, base):
-    if method == "adalora":
-        from workbench.adapters.methods.adalora import load_adalora
-
-        return load_adalora(base, path)
-    return load_onto(base, path)
+    return load_onto(base, path)  # the adapter's method loads it (AdaLoRA: its reduced ranks)
 
 
 @pytest.mark.parametrize("method", ["lora_plus", "lora_fa", "dora", "adalora", "longlora", "qlora", "lora_drop"])
@@ -102,7 +94,7 @@ def test_method_trains_saves_and_reloads(method, data, nf4_dir, tmp_path):
 
 
 def _check_lora_fa(r, spec):
-    from workbench.adapters.factors import file_key
+    from workbench.keys import file_key
     from workbench.adapters.init import seeded_a
 
     for module in r.adapter.modules():
@@ -226,7 +218,7 @@ def test_lora_drop_importances_match_hand_computation():
 
 
 def test_lora_drop_needs_a_selection():
-    with pytest.raises(ConfigError, match="run_lora_drop"):
+    with pytest.raises(ConfigError, match="needs its module selection"):
         attach(_model(), AdapterSpec(method="lora_drop", **SPEC))
 
 

@@ -16,12 +16,13 @@ from workbench.pipeline.yaml_load import load_located
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = sorted((ROOT / "tests" / "pipelines_bad").glob("*.yaml"))
-SHIPPED = sorted((ROOT / "pipelines").glob("*.yaml"))
+# pipelines/paper/: the LoRI paper's pipelines (scripts/make_paper_pipelines.py; tests/test_paper_pipelines.py)
+SHIPPED = sorted((ROOT / "pipelines").glob("*.yaml")) + sorted((ROOT / "pipelines" / "paper").glob("*.yaml"))
 
 
-def _errors(path, overrides=()) -> list[str]:
+def _errors(path, overrides=(), **options) -> list[str]:
     with pytest.raises(PipelineError) as info:
-        load_pipeline(path, overrides)
+        load_pipeline(path, overrides, **options)
     assert str(info.value) == "\n".join(str(p) for p in info.value.problems)
     return str(info.value).splitlines()
 
@@ -37,11 +38,13 @@ def test_shipped_pipelines_exist():
             "paper-llama3-merge.yaml"} <= {p.name for p in SHIPPED}
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.relative_to(ROOT / "pipelines").as_posix())
 def test_shipped_pipeline_validates(path):
     first = path.read_text().splitlines()[0]
-    assert first == f"# workbench run pipelines/{path.name}"
     pipe = load_pipeline(path)
+    # plugins run only when the command line says so: the exact command then carries the flag
+    where = path.relative_to(ROOT / "pipelines").as_posix()
+    assert first == f"# workbench run pipelines/{where}" + (" --allow-plugins" if pipe.model.plugins else "")
     assert pipe.name == path.stem
     assert len(pipe.tasks()) == len(pipe.model.stages)
 
@@ -113,10 +116,10 @@ def test_quoted_no_and_true_bool_are_fine(tmp_path):
     f = tmp_path / "p.yaml"
     f.write_text("base: {trust_remote_code: yes}\nstages:\n  e: {kind: evaluate, tasks: [safety, \"no\"]}\n")
     if names.known_names("task") is not None:
-        errors = _errors(f)
+        errors = _errors(f, trust_remote_code=True)
         assert len(errors) == 1 and "unknown task 'no'" in errors[0]
     else:
-        assert load_pipeline(f).model.base.trust_remote_code is True
+        assert load_pipeline(f, trust_remote_code=True).model.base.trust_remote_code is True
 
 
 def test_merge_keys_and_lines(tmp_path):

@@ -9,10 +9,10 @@ from html.parser import HTMLParser
 import pytest
 import torch
 
-from workbench.adapters.factors import file_key, module_key
 from workbench.analytics import build_report
 from workbench.cli import main
 from workbench.errors import ConfigError, FileFormatError, MismatchError
+from workbench.keys import file_key, module_key
 from workbench.testing import llama_shapes, random_adapter
 
 SHAPES = llama_shapes(layers=2, hidden=256, intermediate=512, kv_dim=64)
@@ -200,7 +200,7 @@ def test_grid_uses_llama_projection_order(lori_report):
 
 
 def test_cli_with_mask_files(tmp_path, capsys):
-    mask_file = pytest.importorskip("workbench.io.mask_file")
+    mask_file = pytest.importorskip("workbench.masking.file")
     from workbench.masking.mask import Mask
 
     adapters = [lori_adapter(1, 10, "x"), lori_adapter(2, 20, "y")]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from workbench.adapters.adapter import load_adapter
-from workbench.io.mask_file import load_mask
+from workbench.masking.file import load_mask
 
 QUICK = ["defaults.steps=3", "defaults.eval_limit=2", "defaults.max_new_tokens=4", "defaults.max_samples=24"]
 

@@ -28,7 +28,7 @@ def main():
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from transformers import LlamaForCausalLM
 
-    from workbench.adapters.init import tensors_hash
+    from workbench.hashing import tensors_hash
     from workbench.adapters.spec import AdapterSpec
     from workbench.models.tiny import tiny_llama_config
     from workbench.train.config import TrainConfig

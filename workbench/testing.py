@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from workbench.adapters.adapter import Adapter
-from workbench.adapters.factors import file_key
 from workbench.adapters.peft_config import config_dict, lora_config
+from workbench.keys import file_key
 
 LLAMA3_8B = dict(layers=32, hidden=4096, intermediate=14336, kv_dim=1024)
 TINY = dict(layers=2, hidden=64, intermediate=128, kv_dim=32)

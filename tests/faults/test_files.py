@@ -44,10 +44,16 @@ def _pickle_uses(path: Path) -> list[str]:
     return found
 
 
+# In-memory only, nothing written or read: --jobs checks that a stage call can be sent to its spawned worker
+# (multiprocessing pickles it to send it) so that a stage that cannot be sent fails with a sentence.
+IN_MEMORY = {"graph/executors.py: pickle.dumps"}
+
+
 def test_package_never_pickles_and_loads_pt_only_with_weights_only():
     files = sorted(PACKAGE.rglob("*.py"))
     assert len(files) > 50
-    problems = [p for f in files for p in _pickle_uses(f)]
+    problems = [p for f in files for p in _pickle_uses(f)
+                if not any(p.endswith(ok.split(": ")[1]) and ok.split(": ")[0] in p for ok in IN_MEMORY)]
     assert not problems, "\n".join(problems)
 
 
@@ -62,7 +68,7 @@ def test_the_scan_catches_what_it_must(tmp_path):
 def test_torch_version_is_required_in_pyproject_and_at_import():
     import tomllib
 
-    from workbench.io.mask_file import check_torch_version
+    from workbench.masking.file import check_torch_version
 
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert "torch>=2.10" in deps
@@ -84,7 +90,7 @@ class _CreatesFile:
 
 
 def test_crafted_pt_mask_is_refused_and_its_payload_never_runs(tmp_path):
-    from workbench.io.mask_file import import_pt_to_file
+    from workbench.masking.file import import_pt_to_file
 
     adapter_dir = tiny_adapter(0).save(tmp_path / "adapter")
     target, out = tmp_path / "payload_ran", tmp_path / "mask.safetensors"
@@ -271,10 +277,11 @@ def test_load_tensors_lists_missing_and_unexpected_keys(tmp_path):
 # --- property 13: A's seed recorded with a hash of A, regeneration checked ---------------------------
 
 def test_a_seed_and_hash_are_recorded_and_regeneration_is_checked(tmp_path):
-    from workbench.adapters.init import seeded_a, tensors_hash
+    from workbench.adapters.init import seeded_a
+    from workbench.hashing import tensors_hash
     from workbench.adapters.live import attach, extract
     from workbench.adapters.spec import AdapterSpec
-    from workbench.io.compact import export_compact, load_compact
+    from workbench.adapters.compact import export_compact, load_compact
     from workbench.io.tensors import read_metadata
 
     spec = AdapterSpec(method="lori_d", rank=4, alpha=8, a_seed=11)

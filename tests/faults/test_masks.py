@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from workbench.errors import MismatchError
-from workbench.masking.calibrate import calibrate, round_half_up
+from workbench.masking.calibration import calibrate, round_half_up
 from workbench.masking.checks import check_disjoint
 
 from .harness import bad_input

@@ -206,7 +206,7 @@ def test_kill_while_evaluating_task_3_of_4_recomputes_only_3_and_4(tmp_path, mon
         return {"primary": "acc", "metrics": {"acc": 0.5}, "higher_is_better": True}
 
     monkeypatch.setattr(api, "evaluate_task", fake_evaluate)
-    monkeypatch.setattr(api, "load_for_eval", lambda adapter, base=None: (None, None, {"base": base}))
+    monkeypatch.setattr(api, "load_for_eval", lambda adapter, base=None, **_: (None, None, {"base": base}))
     stage = Task.make("ev", "evaluate", {"tasks": ["t1", "t2", "t3", "t4"], "limit": 2})
     with pytest.raises(Killed):
         run_all([stage], tmp_path, executors={"evaluate": run_evaluate})

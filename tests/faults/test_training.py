@@ -9,6 +9,7 @@ in subprocesses (tests/faults/train_job.py) and are in the slow set.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -17,8 +18,8 @@ import pytest
 import torch
 
 from workbench.adapters.adapter import load_adapter
-from workbench.adapters.init import tensors_hash
 from workbench.errors import ConfigError, NonFiniteError
+from workbench.hashing import tensors_hash
 from workbench.io.atomic import DiskFullError
 from workbench.io.tensors import load_tensors
 from workbench.train.checkpoint import latest_checkpoint
@@ -72,6 +73,30 @@ def test_full_disk_during_checkpoint_write_then_resume_equals_uninterrupted(refe
     assert tensors_hash(resumed.adapter.tensors) == ref_hash
     assert trace_of(tmp_path) == trace_of(ref_dir)
     assert not temps_under(tmp_path)
+
+
+# --- property 3: a resume says where it resumed and trains only the steps after it ------------------
+# A resume that logged "resumed from" but retrained from scratch would give the same adapter bit for bit
+# (deterministic training): only these counts tell the two apart.
+
+def test_a_resumed_run_records_its_step_and_trains_only_the_rest(reference, tmp_path, monkeypatch, caplog):
+    ref_hash, ref_dir = reference
+    fresh = json.loads((ref_dir / "train_summary.json").read_text())
+    assert fresh["resumed_from"] is None and fresh["steps_this_run"] == 4
+    assert fresh["tokens_this_run"] == fresh["tokens"] == sum(t["tokens"] for t in fresh["trace"]) > 0
+    nan_at(monkeypatch, 2)  # a NaN at step 3: checkpoints after steps 1 and 2 are committed
+    with pytest.raises(NonFiniteError):
+        train_tiny(tmp_path, deterministic=True)
+    monkeypatch.delenv("WORKBENCH_FAULT_NAN_AT")
+    with caplog.at_level(logging.INFO):
+        resumed = train_tiny(tmp_path, deterministic=True)
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    assert "resumed from" in caplog.text and "(step 2)" in caplog.text
+    assert summary["resumed_from"] == 2 and summary["steps_this_run"] == 2 and summary["steps"] == 4
+    assert summary["tokens_this_run"] == sum(t["tokens"] for t in summary["trace"][2:])
+    assert summary["tokens_this_run"] < summary["tokens"] == fresh["tokens"]
+    assert resumed.adapter.meta["training"]["resumed_from"] == 2  # in the adapter's metadata too
+    assert tensors_hash(resumed.adapter.tensors) == ref_hash
 
 
 # --- property 4: resume refuses a changed world ----------------------------------------------------
@@ -196,13 +221,13 @@ def slow_reference(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", [
-    {"WORKBENCH_FAULT_KILL_AFTER": "4"},  # epoch boundary, one step after the step-3 checkpoint
-    {"WORKBENCH_FAULT_WRITE_KILL": "step-00000006/optimizer.safetensors:64"},
-    {"WORKBENCH_FAULT_WRITE_KILL": "step-00000006/COMMITTED.json:5"},
-    {"WORKBENCH_FAULT_WRITE_KILL": "adapter_model.safetensors:200"},
+@pytest.mark.parametrize("fault, resumed_from", [
+    ({"WORKBENCH_FAULT_KILL_AFTER": "4"}, 3),  # epoch boundary, one step after the step-3 checkpoint
+    ({"WORKBENCH_FAULT_WRITE_KILL": "step-00000006/optimizer.safetensors:64"}, 3),
+    ({"WORKBENCH_FAULT_WRITE_KILL": "step-00000006/COMMITTED.json:5"}, 3),
+    ({"WORKBENCH_FAULT_WRITE_KILL": "adapter_model.safetensors:200"}, 6),
 ], ids=["epoch-boundary", "during-optimizer-write", "during-commit-write", "during-final-adapter-write"])
-def test_sigkill_then_resume_equals_uninterrupted(slow_reference, tmp_path, fault):
+def test_sigkill_then_resume_equals_uninterrupted(slow_reference, tmp_path, fault, resumed_from):
     ref_hash, ref_dir = slow_reference
     killed = train_job(tmp_path, env=fault, check=False, **SLOW_JOB)
     assert killed.returncode == -9, killed.stderr[-1500:]
@@ -210,3 +235,5 @@ def test_sigkill_then_resume_equals_uninterrupted(slow_reference, tmp_path, faul
     assert printed_hash(resumed) == ref_hash
     assert trace_of(tmp_path) == trace_of(ref_dir)
     assert not temps_under(tmp_path)
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    assert summary["resumed_from"] == resumed_from and summary["steps_this_run"] == 7 - resumed_from

@@ -18,7 +18,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     from tests.faults.harness import train_tiny
-    from workbench.adapters.init import tensors_hash
+    from workbench.hashing import tensors_hash
 
     result = train_tiny(Path(sys.argv[1]), **json.loads(sys.argv[2] if len(sys.argv) > 2 else "{}"))
     print("HASH", tensors_hash(result.adapter.tensors))

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import torch
 
-from workbench.adapters.factors import ModuleFactors, file_key, module_key
+from workbench.adapters.factors import ModuleFactors
+
 from workbench.errors import FileFormatError, MismatchError
 from workbench.io.adapter_dir import read_adapter_dir, resolve_adapter_dir, write_adapter_dir
+from workbench.keys import file_key, module_key
 
 
 @dataclass
@@ -75,14 +77,22 @@ def load_adapter(path, peft_types: tuple[str, ...] = ("LORA",)) -> Adapter:
     """Read an adapter directory (workbench-made or plain PEFT) with every file check applied.
 
     ``peft_types``: the PEFT types the caller can use. Merges and analytics need LoRA's ``B @ A`` factors;
-    evaluation hands the directory to PEFT and also takes AdaLoRA's SVD form.
+    loading onto a base (evaluation) takes every type a registered method saves
+    (``registry.loadable_peft_types()``: AdaLoRA's SVD form too). Which tensors may be empty is the
+    adapter's method's to say (:meth:`~workbench.adapters.method.Method.empty_modules`).
     """
     path = resolve_adapter_dir(path)
-    tensors, config, meta = read_adapter_dir(path)
+    tensors, config, meta = read_adapter_dir(path, empty_modules=_empty_modules)
     if config.get("peft_type", "LORA") not in peft_types:
         raise FileFormatError(f"{Path(path) / 'adapter_config.json'}: peft_type '{config.get('peft_type')}' is not "
                               f"usable here (expected {' or '.join(peft_types)})")
     return Adapter(tensors=tensors, config=config, meta=meta, path=Path(path))
+
+
+def _empty_modules(config: dict, sidecar: dict) -> set[str]:
+    from workbench.adapters.registry import method_of
+
+    return method_of(Adapter(tensors={}, config=config, meta=sidecar)).empty_modules(config)
 
 
 def check_same_base(adapters: list[Adapter]) -> str | None:

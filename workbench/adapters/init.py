@@ -1,4 +1,4 @@
-"""Seeded initialisation of A, and its hash (so a regenerated A can be checked against the record)."""
+"""Seeded initialisation of A (its hash, recorded as ``a_hash``, is :func:`workbench.hashing.tensors_hash`)."""
 
 from __future__ import annotations
 
@@ -20,12 +20,3 @@ def seeded_a(seed: int, module: str, rank: int, in_features: int) -> torch.Tenso
     bound = 1.0 / math.sqrt(in_features)
     return (torch.rand(rank, in_features, generator=g, dtype=torch.float32) * 2.0 - 1.0) * bound
 
-
-def tensors_hash(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over sorted keys, shapes, dtypes and raw bytes."""
-    h = hashlib.sha256()
-    for k in sorted(tensors):
-        t = tensors[k].detach().cpu().contiguous()
-        h.update(f"{k}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.dtype != torch.bool else t.numpy().tobytes())
-    return h.hexdigest()

@@ -10,13 +10,14 @@ import warnings
 import torch
 
 from workbench.adapters.adapter import Adapter, load_adapter
-from workbench.adapters.factors import file_key
-from workbench.adapters.init import tensors_hash
+from workbench.adapters.base_check import check_base
 from workbench.adapters.method import lora_layers
 from workbench.adapters.peft_config import config_dict
-from workbench.adapters.registry import get_method
+from workbench.adapters.registry import get_method, loadable_peft_types, method_of
 from workbench.adapters.spec import AdapterSpec
 from workbench.errors import FileFormatError, MismatchError
+from workbench.hashing import tensors_hash
+from workbench.keys import file_key
 from workbench.models.fingerprint import base_fingerprint
 
 _PARAMETRIZED = re.compile(r"\.parametrizations\.weight\.(original|0\.\w+)$")
@@ -26,11 +27,14 @@ def attach(model, spec: AdapterSpec, init: Adapter | None = None, mask: dict | N
     """Wrap ``model`` in the spec's method (in place) and return the PEFT model.
 
     Raises:
-        MismatchError: ``init`` was made on a different base model.
+        ConfigError: unknown method or bad options (named ``options.<field>``).
+        MismatchError: ``init`` was made on a different base model (both fingerprints named).
     """
+    method = get_method(spec.method)
+    method.options(spec)  # before the base fingerprint is computed: bad options fail first
     if init is not None:
         check_base(init, model)
-    return get_method(spec.method).attach(model, spec, init=init, mask=mask)
+    return method.attach(model, spec, init=init, mask=mask)
 
 
 def adapter_tensors(pm) -> dict[str, torch.Tensor]:
@@ -66,38 +70,43 @@ def extract(pm, spec: AdapterSpec, **meta) -> Adapter:
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "workbench_version": __version__, "mask_hash": None, "parent": None,
     }
+    sidecar.update(get_method(spec.method).sidecar(pm))
     sidecar.update(meta)
     return Adapter(tensors=tensors, config=cfg, meta=sidecar)
 
 
-def check_base(adapter: Adapter, model) -> None:
-    """Refuse an adapter recorded on another base (PEFT would load it silently onto any same-shaped base)."""
-    if adapter.fingerprint is None:
-        return
-    fp = base_fingerprint(model)
-    if fp != adapter.fingerprint:
-        raise MismatchError(f"{adapter.path or adapter.name}: adapter was trained on base {adapter.fingerprint}, "
-                            f"this base is {fp}")
+def load_onto(model, adapter: Adapter | str, trainable: bool = False, hint: str = ""):
+    """Load a saved adapter onto a base: the fingerprint check, then the adapter's method loads it
+    (:meth:`~workbench.adapters.method.Method.load`: PEFT's loader with strict key accounting; AdaLoRA's
+    restores its reduced ranks).
 
+    Args:
+        model: the base (transformers model).
+        adapter: an ``Adapter`` read from a directory, or the directory.
+        trainable: load for further training (default: eval mode).
+        hint: appended to a fingerprint error (evaluation: which flag picks the base).
 
-def load_onto(model, adapter: Adapter | str, trainable: bool = False):
-    """Load a saved adapter onto a base with PEFT's own loader, after the fingerprint check.
+    Returns:
+        A ``PeftModel``.
 
-    Returns a ``PeftModel`` (eval mode unless ``trainable``).
+    Raises:
+        MismatchError: another base (both fingerprints named), or keys that do not match the model.
+        FileFormatError: an in-memory adapter with no directory.
     """
-    from peft import PeftModel
-
-    adapter = load_adapter(adapter) if not isinstance(adapter, Adapter) else adapter
-    check_base(adapter, model)
+    adapter = load_adapter(adapter, peft_types=loadable_peft_types()) if not isinstance(adapter, Adapter) else adapter
+    check_base(adapter, model, hint=hint)
     if adapter.path is None:
         raise FileFormatError("load_onto needs a saved adapter (call adapter.save(path) first)")
-    pm = PeftModel.from_pretrained(model, str(adapter.path), is_trainable=trainable)
-    _check_loaded(pm, adapter)
-    return pm
+    pm = method_of(adapter).load(model, adapter, trainable=trainable)
+    return pm if trainable else pm.eval()
 
 
-def _check_loaded(pm, adapter: Adapter) -> None:
-    # PEFT only warns about missing keys; strict key accounting makes it an error.
+def check_loaded(pm, adapter: Adapter) -> None:
+    """Strict key accounting after a load (PEFT only warns about missing keys).
+
+    Raises:
+        MismatchError: the loaded model's adapter keys and the file's differ (lists a few of each).
+    """
     live = set(adapter_tensors(pm))
     saved = set(adapter.tensors)
     if live != saved:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from workbench.adapters.peft_config import DEFAULT_TARGETS
 from workbench.errors import ConfigError
+from workbench.settings import default, resolved_alpha
 
 
 @dataclass(frozen=True)
@@ -14,21 +14,25 @@ class AdapterSpec:
 
     Args:
         method: registered method name (``lora``, ``lori_d``, ``lori_s``, ...).
-        rank, alpha: LoRA rank and alpha (scaling alpha / rank, or alpha / sqrt(rank) with ``use_rslora``).
+        rank, alpha: LoRA rank and alpha (scaling alpha / rank, or alpha / sqrt(rank) with ``use_rslora``);
+            alpha None is 2 x rank.
         target_modules: projection names to adapt.
         dropout: LoRA dropout.
         a_seed: seed of A's random init; LoRI freezes this A, so different seeds give nearly orthogonal
             input subspaces across tasks.
         task: the task this adapter is trained on (recorded in workbench.json).
         options: method-specific settings (e.g. ``lr_ratio`` for lora_plus), as sorted key/value pairs.
+
+    The defaults are the training settings' (``workbench/settings.py``), so a spec built here, from a
+    pipeline or from ``workbench train`` flags agrees.
     """
 
-    method: str = "lori_d"
-    rank: int = 32
-    alpha: float = 64.0
-    target_modules: tuple[str, ...] = DEFAULT_TARGETS
-    dropout: float = 0.0
-    a_seed: int = 0
+    method: str = default("method")
+    rank: int = default("rank")
+    alpha: float | None = default("alpha")
+    target_modules: tuple[str, ...] = tuple(default("target_modules"))
+    dropout: float = default("dropout")
+    a_seed: int = default("seed")
     use_rslora: bool = False
     task: str | None = None
     options: tuple[tuple[str, object], ...] = field(default_factory=tuple)
@@ -40,6 +44,7 @@ class AdapterSpec:
             raise ConfigError(f"dropout: must be in [0, 1) (got {self.dropout})")
         if not self.target_modules:
             raise ConfigError("target_modules: at least one module is needed")
+        object.__setattr__(self, "alpha", resolved_alpha(self.alpha, self.rank))
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
         object.__setattr__(self, "options", tuple(sorted(dict(self.options).items())))
 

@@ -10,11 +10,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from workbench.adapters.factors import layer_of, projection_of
 from workbench.adapters.peft_config import DEFAULT_TARGETS
 from workbench.analytics.masks import MaskOverlap, total_overlap
 from workbench.analytics.pairs import Analysis, ModulePair, PairAnalysis
 from workbench.analytics.spectrum import Spectrum
+from workbench.keys import layer_of, projection_of
 
 
 def _interference(m: ModulePair) -> float | None:

@@ -1,7 +1,7 @@
 """Overlap of LoRI-S sparse masks between two adapters, per module and overall.
 
 Masks are dicts of bool tensors keyed by lora_B file keys (PEFT names, ``...q_proj.lora_B.weight``), the
-shape of the B they gate. A mask file object (``workbench.io.mask_file.load_mask(path)``, anything with a
+shape of the B they gate. A mask file object (``workbench.masking.file.load_mask(path)``, anything with a
 ``.tensors`` dict) or a path to such a file is accepted and normalised to ``{module_key: bool tensor}``.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from workbench.adapters.factors import module_key
 from workbench.errors import FileFormatError, MismatchError, WorkbenchError
+from workbench.keys import module_key
 
 
 @dataclass(frozen=True)
@@ -31,15 +31,15 @@ class MaskOverlap:
 
 
 def load_mask_tensors(path) -> dict[str, torch.Tensor]:
-    """Read a mask file through ``workbench.io.mask_file`` (imported here: it is optional at import time).
+    """Read a mask file through ``workbench.masking.file`` (imported here: it is optional at import time).
 
     Raises:
         WorkbenchError: the mask-file module is not available in this installation.
     """
     try:
-        from workbench.io.mask_file import load_mask
+        from workbench.masking.file import load_mask
     except ImportError:
-        raise WorkbenchError(f"{path}: cannot read mask files (workbench.io.mask_file is not available)") from None
+        raise WorkbenchError(f"{path}: cannot read mask files (workbench.masking.file is not available)") from None
     return dict(load_mask(path).tensors)
 
 

@@ -8,11 +8,14 @@ import os
 from pathlib import Path
 
 from workbench.adapters.adapter import Adapter, check_same_base, load_adapter
+from workbench.analytics.data_aware_report import collect_for_report, data_aware_section
+from workbench.analytics.data_moments import DEFAULT_LIMIT
 from workbench.analytics.forgetting import load_forgetting
 from workbench.analytics.increments import increment
 from workbench.analytics.masks import check_mask_shapes, normalise_mask
 from workbench.analytics.pairs import analyse
 from workbench.analytics.serialize import report_dict
+from workbench.analytics.training_curves import training_section
 from workbench.errors import ConfigError
 from workbench.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -103,8 +106,18 @@ def write_report(report: dict, out_dir: Path) -> dict:
     return files
 
 
+def _training(training: dict, named: dict[str, Adapter], forg) -> list[dict]:
+    """The ``training`` section; each adapter's task from its ``workbench.json``."""
+    unknown = sorted(set(training) - set(named))
+    if unknown:
+        raise ConfigError(f"report: training losses given for unknown adapters {unknown}; adapters: {list(named)}")
+    tasks = {n: a.meta.get("task") for n, a in named.items()}
+    return training_section(training, tasks, forg.to_json() if forg else None)
+
+
 def build_report(adapters, masks=None, forgetting=None, out_dir=None, *, top_k: int = 10,
-                 threads: int | None = 1, increments: dict[str, str] | None = None) -> dict:
+                 threads: int | None = 1, increments: dict[str, str] | None = None, data=None, base=None,
+                 data_limit: int | None = None, data_dir=None, moments_cache=None, training=None) -> dict:
     """Compare adapters pairwise on every shared module and write the report.
 
     Args:
@@ -112,21 +125,37 @@ def build_report(adapters, masks=None, forgetting=None, out_dir=None, *, top_k: 
             ``{name: adapter}``.
         masks: optional LoRI-S masks: a list aligned with ``adapters`` or a dict by name; each a mask
             file path, an object with ``.tensors``, a dict of bool tensors keyed by lora_B keys, or None.
-        forgetting: optional forgetting matrix: a JSON path or a dict (see SCHEMA.md).
+        forgetting: optional forgetting matrix: a JSON path or a dict (see SCHEMA.md); with ``nll``,
+            ``learned_at`` and ``row_adapters`` the report opens with a paragraph per task.
         out_dir: directory for report.json, report.md, report.html and the PNG figures.
         top_k: how many of the most interfering modules to list.
         threads: torch threads while analysing (1: many tiny LAPACK calls; see ``pairs.torch_threads``).
         increments: ``{adapter: the adapter it continued}`` (both names in ``adapters``): analyse what
             that stage added, not the cumulative snapshot (see ``increments.increment``).
+        data: tasks for the data-aware section (``data_aware``): task names (each adapter whose
+            workbench.json records one gets a row), ``"ADAPTER=TASK"`` strings, or ``{adapter: task}``.
+            Each task's input second moments are collected on the base (no adapter) and cached.
+        base: the base for the input moments: a name or BaseSpec, a loaded ``(model, tokenizer)``, or
+            None (the adapters' recorded base). Only used with ``data``.
+        data_limit: held-out pairs per task for the input moments (None: ``data_moments.DEFAULT_LIMIT``).
+        data_dir: full-data root of the tasks (default: the shipped samples or ``$WORKBENCH_DATA``).
+        moments_cache: cache root for the moments (default ``$WORKBENCH_CACHE``).
+        training: ``{adapter name: per-step losses}`` (a list, a train summary dict with ``trace``, or a
+            ``train_summary.json`` path): per-stage loss curves, smoothed, beside the held-out NLL before
+            and after the stage (from ``forgetting``'s ``row_adapters`` and ``nll``).
 
     Returns:
         The report dict exactly as written to ``report.json`` (schema in SCHEMA.md).
 
     Raises:
         ConfigError: no adapters, no ``out_dir``, masks that do not line up with the adapters, or an
-            ``increments`` entry naming an adapter that is not given.
-        MismatchError: adapters from different bases, mismatched module shapes, or ill-fitting masks.
-        FileFormatError: unreadable adapters, masks or forgetting file.
+            ``increments`` entry naming an adapter that is not given; with ``data``: an unknown task or
+            adapter, or a task no adapter records.
+        MismatchError: adapters from different bases, mismatched module shapes, or ill-fitting masks;
+            with ``data``: a base other than the adapters'.
+        FileFormatError: unreadable adapters, masks, forgetting or training losses, or a corrupt moments
+            cache file.
+        DataError: a ``data`` task without held-out pairs.
     """
     if out_dir is None:
         raise ConfigError("report: out_dir is required")
@@ -140,7 +169,16 @@ def build_report(adapters, masks=None, forgetting=None, out_dir=None, *, top_k: 
         # from the snapshots, not from earlier increments: each entry is one stage's own update
         factors[name] = increment(snapshots[name], snapshots[prev])
         infos[name]["increment_of"] = prev
+    moments = None
+    if data is not None:  # before the analysis: an unknown task or a wrong base fails fast
+        limit = DEFAULT_LIMIT if data_limit is None else data_limit
+        moments = collect_for_report(named, factors, data, base, moments_cache, limit, data_dir=data_dir)
+    curves = _training(training, named, forg) if training else None  # before the analysis: fails fast
     analysis = analyse(factors, mask_tensors, threads=threads)
     report = report_dict(analysis, infos, forg, top_k)
+    if curves is not None:
+        report["training"] = curves
+    if moments is not None:
+        report["data_aware"] = data_aware_section(factors, *moments, top_k)
     write_report(report, Path(out_dir))
     return report

@@ -7,7 +7,9 @@ from dataclasses import asdict
 from workbench.analytics.aggregate import (
     PairSummary, global_top_modules, grid_means, pair_matrix, summarise_pair, summarise_spectra,
 )
+from workbench.analytics.constants import constant_metrics, constants_sentence
 from workbench.analytics.forgetting import Forgetting
+from workbench.analytics.overview import overview
 from workbench.analytics.pairs import Analysis, ModulePair
 
 SCHEMA_VERSION = 1
@@ -71,9 +73,12 @@ def report_dict(analysis: Analysis, infos: dict[str, dict], forgetting: Forgetti
             layers, projs, values = grid_means(analysis, metric)
             grid.update(layers=layers, projections=projs)
             grid[metric] = values
-    return {
+    report = {
         "schema_version": SCHEMA_VERSION, "adapters": [adapter_json(n, infos.get(n, {}), analysis) for n in analysis.names],
         "pairs": pairs, "matrices": matrices, "grid": grid, "masks_given": analysis.masks_given,
         "top_modules": global_top_modules(analysis, top_k),
         "forgetting": forgetting.to_json() if forgetting else None,
     }
+    report["constants"] = constant_metrics(report)
+    report["overview"] = overview(report, constants_sentence(report["constants"]))
+    return report

@@ -1,4 +1,8 @@
-"""``workbench export --compact ADAPTER_DIR --out DIR`` / ``workbench export --peft COMPACT_DIR --out DIR``."""
+"""``workbench export --compact ADAPTER_DIR --out DIR`` / ``workbench export --peft COMPACT_DIR --out DIR``.
+
+With ``--base MODEL`` the adapter is first checked against that base (the one base-fingerprint check,
+:func:`workbench.adapters.base_check.check_base`): nothing is written for an adapter of another base.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,30 @@ def add_parser(sub) -> None:
     mode.add_argument("--compact", metavar="ADAPTER_DIR", help="PEFT adapter -> compact (A as seed, B bit-packed)")
     mode.add_argument("--peft", metavar="COMPACT_DIR", help="compact -> PEFT adapter (lossless)")
     p.add_argument("--out", required=True, help="output directory (must not exist)")
+    p.add_argument("--base", metavar="MODEL", default=None,
+                   help="refuse to export unless the adapter was trained on this base")
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from workbench.io.compact import dir_size, export_compact, export_peft
+def _check_base(args) -> None:
+    from workbench.adapters.base_check import check_base_named
 
+    if args.compact:
+        from workbench.adapters.adapter import load_adapter
+
+        adapter = load_adapter(args.compact)
+    else:
+        from workbench.adapters.compact import load_compact
+
+        adapter = load_compact(args.peft)
+    check_base_named(adapter, args.base)
+
+
+def run(args) -> int:
+    from workbench.adapters.compact import dir_size, export_compact, export_peft
+
+    if args.base is not None:
+        _check_base(args)
     if args.compact:
         out = export_compact(args.compact, args.out)
         src = args.compact

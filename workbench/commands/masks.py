@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from workbench.commands import add_list_option
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("masks", help="inspect mask files, import official LoRI .pt masks")
     sub = p.add_subparsers(dest="masks_command", metavar="SUBCOMMAND", required=True)
     show = sub.add_parser("show", help="density overall and per layer x projection; overlap with other masks")
     show.add_argument("mask", metavar="MASK", help="mask file (.safetensors)")
-    show.add_argument("--vs", nargs="+", default=[], metavar="MASK", help="masks to compare against")
+    add_list_option(show, "--vs", metavar="MASK", help="masks to compare against")
     show.set_defaults(func=run_show)
     imp = sub.add_parser("import", help="convert an official LoRI .pt mask (loaded with weights_only=True)")
     imp.add_argument("pt", metavar="MASK_PT", help="the official .pt mask")
@@ -26,7 +28,7 @@ def run_show(args) -> int:
 
 
 def run_import(args) -> int:
-    from workbench.io.mask_file import import_pt_to_file
+    from workbench.masking.file import import_pt_to_file
 
     mask = import_pt_to_file(args.pt, args.adapter, args.out, invert=args.invert)
     print(f"wrote {args.out}: kept {mask.kept()} of {mask.total()} entries (density {mask.density():.4%})")

@@ -74,9 +74,11 @@ def evaluate_task(model, tokenizer, task, limit: int | None = None, seeds=(0,), 
         metrics["nll"], std["nll"] = details["heldout"]["nll"], 0.0
     settings = {"generation": runner.gen.to_dict(), "seeds": seeds, "limit": limit, "nlu_mode": runner.nlu_mode,
                 "raw_prompts": runner.raw_prompts, **{k: v for k, v in kind_options.items()}}
+    # the safety judge that produced the numbers (None for kinds that use no judge)
+    judge = per_seed[0].get("details", {}).get("judge") if per_seed else None
     return {"task": task.name, "kind": task.kind, "primary": entry.extra["primary"],
             "higher_is_better": entry.extra["higher_is_better"], "metrics": metrics, "std": std,
-            "details": details, "settings": settings}
+            "details": details, "settings": settings, "judge": judge}
 
 
 def _resolve_task(task):
@@ -87,15 +89,18 @@ def _resolve_task(task):
     return task
 
 
-def load_for_eval(adapter_dir: str | Path | None, base: str | None = None, device: str | None = None):
+def load_for_eval(adapter_dir: str | Path | None, base: str | None = None, device: str | None = None,
+                  trust_remote_code: bool = False):
     """Load a base model (``workbench.models.base.load_base``) and, unless ``adapter_dir`` is None, the
-    adapter on top with ``peft.PeftModel.from_pretrained``.
+    adapter on top (``workbench.adapters.live.load_onto``: the base-fingerprint check, then the adapter's
+    method loads it, e.g. AdaLoRA with its reduced ranks).
 
     Args:
         adapter_dir: a PEFT adapter directory, or None for the base alone.
         base: base model name; default the adapter's recorded base (``workbench.json`` ``base``), else
             the embedded default.
         device: "cpu", "cuda", ...; default CUDA when available.
+        trust_remote_code: let ``base`` run code from its model repository (``--trust-remote-code``).
 
     Returns:
         ``(model, tokenizer, info)``; ``info`` names the base and the adapter.
@@ -103,30 +108,22 @@ def load_for_eval(adapter_dir: str | Path | None, base: str | None = None, devic
     Raises:
         MismatchError: the adapter records a base fingerprint that differs from the loaded base's.
     """
-    from workbench.errors import MismatchError
-    from workbench.models.base import EMBEDDED, load_base
-    from workbench.models.fingerprint import base_fingerprint
+    from workbench.models.base import EMBEDDED, BaseSpec, load_base
 
     adapter = None
     if adapter_dir is not None:
         from workbench.adapters.adapter import load_adapter
+        from workbench.adapters.registry import loadable_peft_types
 
-        # checked read: clear errors for a broken directory; PEFT loads AdaLoRA's SVD form itself
-        adapter = load_adapter(adapter_dir, peft_types=("LORA", "ADALORA"))
+        # checked read: clear errors for a broken directory, before the base is loaded
+        adapter = load_adapter(adapter_dir, peft_types=loadable_peft_types())
     base = base or _recorded_base(adapter) or EMBEDDED
-    model, tokenizer = load_base(base)
-    if adapter is not None and adapter.fingerprint and adapter.fingerprint != base_fingerprint(model):
-        raise MismatchError(f"{adapter_dir}: adapter was trained on base {adapter.fingerprint}, but '{base}' is "
-                            f"{base_fingerprint(model)}; pass the right --base")
-    if adapter is not None and adapter.config.get("peft_type") == "ADALORA":
-        from workbench.adapters.methods.adalora import load_adalora
-
-        model = load_adalora(model, adapter)  # already read and checked above
-    elif adapter is not None:
-        from peft import PeftModel
+    model, tokenizer = load_base(BaseSpec(base, trust_remote_code=trust_remote_code))
+    if adapter is not None:
+        from workbench.adapters.live import load_onto
 
         # adapter.path: the adapter directory itself, also when given a training output dir (OUT/adapter)
-        model = PeftModel.from_pretrained(model, str(adapter.path), is_trainable=False)
+        model = load_onto(model, adapter, hint=f" ('{base}'); pass the right --base")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device).eval()
     return model, tokenizer, {"base": base, "adapter": str(adapter_dir) if adapter_dir else None, "device": device}
@@ -147,7 +144,7 @@ def _recorded_base(adapter) -> str | None:
 
 def evaluate_adapter(adapter_dir, tasks: list[str], base: str | None = None, limit: int | None = None,
                      seeds=(0,), gen: GenerationConfig | None = None, out: str | Path | None = None,
-                     nlu_mode: str = "generate", device: str | None = None) -> dict:
+                     nlu_mode: str = "generate", device: str | None = None, trust_remote_code: bool = False) -> dict:
     """Load (base + adapter, or the base alone when ``adapter_dir`` is None), evaluate every task, and
     write the result JSON atomically to ``out`` when given.
 
@@ -157,7 +154,7 @@ def evaluate_adapter(adapter_dir, tasks: list[str], base: str | None = None, lim
     from workbench.io.atomic import atomic_write_json
 
     tasks = [_resolve_task(t) for t in tasks]  # unknown names fail before the model is loaded
-    model, tokenizer, info = load_for_eval(adapter_dir, base, device)
+    model, tokenizer, info = load_for_eval(adapter_dir, base, device, trust_remote_code=trust_remote_code)
     runner = Runner(model, tokenizer, gen or GenerationConfig(), nlu_mode=nlu_mode)
     report = {"model": info, "tasks": {}}
     for task in tasks:

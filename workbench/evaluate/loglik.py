@@ -35,7 +35,7 @@ def _score_batch(model, tokenizer, pairs: list[tuple[list[int], list[int]]]) -> 
 
 
 def continuation_logprobs(model, tokenizer, contexts: list[str], continuations: list[str],
-                          batch_size: int = 8, merge: bool = True) -> list[tuple[float, int]]:
+                          batch_size: int = 8, merge: bool = True, add_bos: bool = True) -> list[tuple[float, int]]:
     """Log p(continuation | context) for each pair.
 
     The context and the continuation are tokenized apart and concatenated (lm-evaluation-harness style),
@@ -48,6 +48,7 @@ def continuation_logprobs(model, tokenizer, contexts: list[str], continuations: 
         continuations: the strings to score, one per context.
         batch_size: pairs per forward pass.
         merge: merge a PEFT adapter for the duration.
+        add_bos: contexts get BOS as :func:`encode_prompt` adds it (False: none, the official LoRI rule).
 
     Returns:
         ``(summed log-prob, number of continuation tokens)`` per pair, in input order.
@@ -57,7 +58,7 @@ def continuation_logprobs(model, tokenizer, contexts: list[str], continuations: 
     """
     if len(contexts) != len(continuations):
         raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuations")
-    pairs = [(encode_prompt(tokenizer, c), tokenizer(x, add_special_tokens=False)["input_ids"])
+    pairs = [(encode_prompt(tokenizer, c, add_bos), tokenizer(x, add_special_tokens=False)["input_ids"])
              for c, x in zip(contexts, continuations)]
     for i, (_, cont) in enumerate(pairs):
         if not cont:
@@ -82,13 +83,13 @@ def option_logprobs(model, tokenizer, contexts: list[str], options: list[list[st
 
 
 def mean_nll(model, tokenizer, contexts: list[str], responses: list[str], batch_size: int = 8,
-             merge: bool = True) -> dict:
+             merge: bool = True, add_bos: bool = True) -> dict:
     """Mean negative log-likelihood per response token (response tokens only, token-weighted).
 
     Returns:
         ``{"nll": float, "perplexity": float, "tokens": int, "n": int}``.
     """
-    scored = continuation_logprobs(model, tokenizer, contexts, responses, batch_size, merge)
+    scored = continuation_logprobs(model, tokenizer, contexts, responses, batch_size, merge, add_bos)
     tokens = sum(n for _, n in scored)
     nll = -sum(s for s, _ in scored) / tokens if tokens else float("nan")
     return {"nll": nll, "perplexity": math.exp(nll) if tokens else float("nan"), "tokens": tokens, "n": len(scored)}

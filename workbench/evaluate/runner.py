@@ -58,6 +58,12 @@ class Runner:
                                self.gen.merge_adapter)
 
     def response_nll(self, pairs: list[dict]) -> dict:
-        contexts = [self.format(p["prompt"], p.get("input", "")) for p in pairs]
+        """Mean NLL of held-out responses, their prompts formatted as in training: the runner's format, or
+        a preformatted pair's ``model_input`` (``template="lori_official"``: no BOS, as the official
+        tokenization; ``workbench.evaluate.model_inputs``)."""
+        from workbench.evaluate.model_inputs import model_inputs
+
+        runner, contexts = model_inputs(self, [dict(p, add_bos=p.get("add_bos", False)) if "model_input" in p
+                                               else p for p in pairs])
         return mean_nll(self.model, self.tokenizer, contexts, [p["response"] for p in pairs],
-                        self.score_batch_size, self.gen.merge_adapter)
+                        self.score_batch_size, self.gen.merge_adapter, add_bos=runner.gen.add_bos)

@@ -7,7 +7,8 @@ What the sandbox does, and why (see ``SANDBOX.md`` for the hostile programs it i
 - a minimal environment (``PATH`` and a ``HOME`` inside the temp dir): the caller's secrets never reach it;
 - a throwaway working directory (``tempfile.mkdtemp``), removed afterwards;
 - ``resource.setrlimit`` in the child before the program starts: address space (memory bombs), CPU
-  seconds, number of processes (fork bombs), file size, open files, no core dumps;
+  seconds (``SIGXCPU`` at the limit, ``SIGKILL`` a second later), number of processes (fork bombs), file
+  size, open files, no core dumps (hard limits, so the program cannot raise them again);
 - when the caller is root: the child drops to an unprivileged uid/gid (``nobody``, 65534) so writes and
   deletes outside the temp dir fail, and it cannot signal the caller; it also gets an empty network
   namespace where the kernel allows it (``os.unshare``, Python 3.12+);
@@ -92,11 +93,13 @@ def _limit_child(limits: SandboxLimits, drop_to: int | None):
         if drop_to is not None and _UNSHARE is not None:
             _UNSHARE(CLONE_NEWNET)  # no network interfaces at all; needs CAP_SYS_ADMIN; failure is tolerated
         for res, value in ((resource.RLIMIT_AS, limits.memory_bytes),
-                           (resource.RLIMIT_CPU, limits.cpu_seconds),
                            (resource.RLIMIT_FSIZE, limits.max_file_bytes),
                            (resource.RLIMIT_NOFILE, limits.max_open_files),
                            (resource.RLIMIT_CORE, 0)):
             resource.setrlimit(res, (value, value))
+        # SIGXCPU at the soft limit (the program sees it), SIGKILL one CPU second later at the hard one: with
+        # soft == hard the kernel sends only SIGKILL, and a program ignoring SIGXCPU is stopped either way.
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
         if drop_to is not None:
             os.setgroups([])
             os.setgid(drop_to)

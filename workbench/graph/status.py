@@ -31,7 +31,8 @@ def run_status(run_dir: str | os.PathLike) -> list[StageStatus]:
     if not (root / MANIFEST).is_file():
         raise WorkbenchError(f"{root}: no {MANIFEST} here; is this a run directory?")
     store = RunStore(root)
-    failed = (store.manifest.get("failed") or {}).get("stage")
+    # every stage that failed in the last run (several with --jobs N); "failed" alone in older manifests
+    failed = set(store.manifest.get("failures") or {}) | {(store.manifest.get("failed") or {}).get("stage")} - {None}
     rows = []
     for item in store.manifest.get("planned", []):
         name, key = item["name"], item["key"]
@@ -39,7 +40,7 @@ def run_status(run_dir: str | os.PathLike) -> list[StageStatus]:
         if entry.get("key") == key and entry.get("status") == "done":
             status, seconds = "done", entry.get("seconds")
         else:
-            status = "failed" if name == failed else "unfinished" if store.stage_dir(name, key).is_dir() else "pending"
+            status = "failed" if name in failed else "unfinished" if store.stage_dir(name, key).is_dir() else "pending"
             seconds = None
         rows.append(StageStatus(name, item.get("kind", "?"), status, seconds, key[:12]))
     return rows

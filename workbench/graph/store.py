@@ -15,7 +15,6 @@ hashes still verify; a directory without an entry is an interrupted stage and is
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,22 +23,14 @@ from pathlib import Path
 from typing import Iterable
 
 from workbench.errors import FileFormatError, WorkbenchError
-from workbench.graph.task import StageResult, Task, canonical_json, sha256_text
+from workbench.graph.task import StageResult, Task, canonical_json
+from workbench.hashing import sha256_file, sha256_text
 from workbench.io.atomic import atomic_write_json
 
 MANIFEST = "manifest.json"
 RESOLVED = "pipeline.resolved.yaml"
 KEY_VERSION = 1
 log = logging.getLogger("workbench.graph")
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def hash_path(path: Path) -> dict[str, str]:
@@ -70,7 +61,7 @@ def compute_keys(groups: Iterable[list[Task]], hasher: FileHasher | None = None)
     keys: dict[Task, str] = {}
     for group in groups:
         task = group[0]
-        body = {"v": KEY_VERSION, "kind": task.kind, "params": task.params,
+        body = {"v": KEY_VERSION, "kind": task.kind, "params": task.key_params,
                 "inputs": {role: keys[dep] for role, dep in task.inputs},
                 "files": [hasher(task, f) for f in task.files]}
         keys[task] = sha256_text(canonical_json(body))
@@ -129,11 +120,12 @@ class RunStore:
             return str(path)
 
     def record(self, name: str, task: Task, key: str, result: StageResult, started: float,
-               out_dir: Path | None = None) -> dict:
+               out_dir: Path | None = None, finished: float | None = None) -> dict:
         """Hash the artifacts and write the stage's manifest entry (the last step of a stage).
 
         ``out_dir`` defaults to this stage's own directory; an equal stage that shared another's
-        work passes that one.
+        work passes that one. ``finished`` is when the stage's work ended (default: now); with
+        ``--jobs N`` a worker reports it, so overlapping stages show overlapping times.
         """
         if not isinstance(result, StageResult):
             raise WorkbenchError(f"stage '{name}': the {task.kind} executor returned {type(result).__name__}, "
@@ -144,22 +136,40 @@ class RunStore:
             if not path.exists():
                 raise WorkbenchError(f"stage '{name}': artifact '{art}' ({path}) was not written")
             artifacts[art] = {"path": self._rel(path), "sha256": hash_path(path)}
-        finished = time.time()
+        finished = time.time() if finished is None else finished
         entry = {"kind": task.kind, "key": key, "status": "done", "dir": self._rel(out_dir or self.stage_dir(name, key)),
                  "started": started, "finished": finished, "seconds": round(finished - started, 3),
                  "artifacts": artifacts, "metrics": result.metrics}
         self.manifest["stages"][name] = entry
-        self.manifest.pop("failed", None)
+        self._clear_failure(name)  # only this stage's: another stage that failed meanwhile stays failed
         self.write()
         return entry
 
+    def _clear_failure(self, name: str) -> None:
+        failures = self.manifest.pop("failures", None) or {}
+        failures.pop(name, None)
+        self.manifest.pop("failed", None)
+        if failures:
+            first = next(iter(failures))
+            self.manifest["failures"] = failures
+            self.manifest["failed"] = {"stage": first, **failures[first]}
+
     def record_failure(self, name: str, error: BaseException) -> None:
-        """Note the failing stage for ``workbench status`` (no stage entry: it is not done)."""
-        self.manifest["failed"] = {"stage": name, "error": f"{type(error).__name__}: {error}"[:500],
-                                   "time": time.time()}
+        """Note the failing stage for ``workbench status`` (no stage entry: it is not done).
+
+        ``failures`` keeps every stage that failed in this run (several can, with ``--jobs N``);
+        ``failed`` is the first of them (what older readers look at).
+        """
+        note = {"error": f"{type(error).__name__}: {error}"[:500], "time": time.time()}
+        failures = self.manifest.setdefault("failures", {})
+        failures[name] = note
+        self.manifest.setdefault("failed", {"stage": name, **note})
         self.write()
 
     def set_plan(self, pipeline_name: str | None, planned: list[dict]) -> None:
+        """Record what this run will do; failures of an earlier run are forgotten (their stages rerun)."""
+        self.manifest.pop("failed", None)
+        self.manifest.pop("failures", None)
         self.manifest["pipeline"] = pipeline_name
         self.manifest["planned"] = planned
         self.write()

@@ -8,11 +8,12 @@ linear instead of re-walking every path.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+
+from workbench.hashing import sha256_text
 
 
 def canonical_json(obj: Any) -> str:
@@ -24,9 +25,10 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def sha256_text(text: str) -> str:
-    """Hex SHA-256 of UTF-8 text."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+# Resolved parameters that say how a stage runs, not what it computes: left out of the run store's cache
+# key (``Task.key_params``). ``launch`` (data-parallel processes, FSDP): N processes give the one-process
+# result to float tolerance (workbench/stages/train_stage.py ``Launch``).
+KEY_NEUTRAL_PARAMS = ("launch",)
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,6 +64,11 @@ class Task:
     def params(self) -> dict:
         """A fresh copy of the resolved parameters."""
         return json.loads(self.params_json)
+
+    @property
+    def key_params(self) -> dict:
+        """The parameters that make the stage's cache key: :attr:`params` less ``KEY_NEUTRAL_PARAMS``."""
+        return {k: v for k, v in self.params.items() if k not in KEY_NEUTRAL_PARAMS}
 
     def input(self, role: str) -> "Task | None":
         """The task bound to ``role`` (``"from"``, ``"mask"``), or None."""

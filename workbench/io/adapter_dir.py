@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 
-from workbench.errors import FileFormatError, WorkbenchError
-from workbench.io.atomic import atomic_write_json, fsync_dir
+from workbench.errors import FileFormatError
+from workbench.io.atomic import atomic_directory, atomic_write_json
 from workbench.io.tensors import load_tensors, save_tensors
+from workbench.keys import owning_module
 
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
@@ -49,8 +48,15 @@ def resolve_adapter_dir(path: str | os.PathLike) -> Path:
     return path
 
 
-def read_adapter_dir(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict, dict]:
+def read_adapter_dir(path: str | os.PathLike, empty_modules: Callable[[dict, dict], set[str]] | None = None
+                     ) -> tuple[dict[str, torch.Tensor], dict, dict]:
     """Read ``(tensors, adapter_config, sidecar)``; sidecar is ``{}`` for plain PEFT adapters.
+
+    Args:
+        path: the adapter directory (or a training output directory holding ``adapter/``).
+        empty_modules: ``(config, sidecar) -> module keys`` whose tensors may have zero elements; the
+            caller asks the adapter's method (AdaLoRA saves a module pruned to rank 0 that way). Anywhere
+            else an empty tensor means a broken file.
 
     Raises:
         FileFormatError: missing files, pickle-only weights, corrupt or tampered files.
@@ -61,49 +67,22 @@ def read_adapter_dir(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     config = read_json(path / CONFIG)
     sidecar = read_json(path / SIDECAR) if (path / SIDECAR).is_file() else {}
     sha = (sidecar.get("files") or {}).get(WEIGHTS)
-    pruned = pruned_modules(config)
+    may_be_empty = empty_modules(config, sidecar) if empty_modules is not None else set()
     tensors, _ = load_tensors(path / WEIGHTS, sha256=sha,
-                              allow_empty=lambda key: key.split(".lora_")[0].removeprefix("base_model.model.") in pruned)
+                              allow_empty=lambda key: owning_module(key) in may_be_empty)
     return tensors, config, sidecar
-
-
-def pruned_modules(config: dict) -> set[str]:
-    """Modules whose whole rank AdaLoRA pruned away: their ``rank_pattern`` row is all False and PEFT saves
-    their factors with zero rows. Only these may hold empty tensors (elsewhere one means a broken file)."""
-    if config.get("peft_type") != "ADALORA":
-        return set()
-    return {key.removesuffix(".lora_E") for key, row in (config.get("rank_pattern") or {}).items()
-            if isinstance(row, list) and not any(row)}
 
 
 def write_adapter_dir(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], config: dict, sidecar: dict,
                       overwrite: bool = False) -> Path:
-    """Write an adapter directory atomically: everything goes to a temp sibling that is renamed into place.
+    """Write an adapter directory atomically (:func:`~workbench.io.atomic.atomic_directory`), sidecar last.
 
     Raises:
         WorkbenchError: ``path`` exists and ``overwrite`` is False.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise WorkbenchError(f"{path}: output already exists (choose another --out or remove it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".wbtmp-{path.name}.", dir=path.parent))
-    try:
+    with atomic_directory(path, if_exists="replace" if overwrite else "error") as tmp:
         sha = save_tensors(tmp / WEIGHTS, tensors)
         atomic_write_json(tmp / CONFIG, config)
         atomic_write_json(tmp / SIDECAR, {**sidecar, "files": {WEIGHTS: sha}})
-        _swap_into_place(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return path
-
-
-def _swap_into_place(tmp: Path, path: Path) -> None:
-    old = None
-    if path.exists():
-        old = path.with_name(f".wbtmp-old-{path.name}-{os.getpid()}")
-        os.replace(path, old)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

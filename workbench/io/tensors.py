@@ -7,7 +7,6 @@ names the file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
@@ -19,21 +18,10 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from workbench.errors import FileFormatError, NonFiniteError
+from workbench.hashing import sha256_bytes
 from workbench.io.atomic import atomic_write_bytes
 
 MAX_HEADER = 100 * 1024 * 1024
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_finite(tensors: Mapping[str, torch.Tensor], where: str) -> None:

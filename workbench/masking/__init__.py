@@ -1,10 +1,27 @@
-"""LoRI-S masks: calibration, disjoint allocation, checks and display. Masks are immutable values."""
+"""LoRI-S masks: calibration, disjoint allocation, checks and display. Masks are immutable values.
 
-from workbench.masking.calibrate import calibrate, calibrate_adapter, calibrate_to_file, check_sparsity
-from workbench.masking.checks import check_density, check_disjoint, check_mask_matches
-from workbench.masking.mask import Mask, Overlap, density_by, density_table, overlap, union
-from workbench.masking.scopes import SCOPES
+Names are imported on first use (PEP 562): ``workbench validate`` checks mask scopes through
+``workbench.masking.scopes`` without importing torch. (No submodule is named like an exported function:
+importing ``workbench.masking.calibration`` cannot shadow ``workbench.masking.calibrate``.)
+"""
 
-__all__ = ["Mask", "Overlap", "SCOPES", "calibrate", "calibrate_adapter", "calibrate_to_file", "check_density",
-           "check_disjoint", "check_mask_matches", "check_sparsity", "density_by", "density_table", "overlap",
-           "union"]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "calibrate": "calibration", "calibrate_adapter": "calibration", "calibrate_to_file": "calibration",
+    "calibrate_many": "calibration", "calibrate_to_dir": "calibration", "check_sparsity": "calibration",
+    "check_density": "checks", "check_disjoint": "checks", "check_mask_matches": "checks",
+    "Mask": "mask", "Overlap": "mask", "density_by": "mask", "density_table": "mask", "overlap": "mask",
+    "union": "mask", "SCOPES": "scopes",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Callable, Iterable
 
-from workbench.adapters.factors import layer_of, module_key, projection_of
+from workbench.keys import layer_of, module_key, projection_of
 from workbench.registry import Registry
 
 SCOPES: Registry[Callable[[str], str]] = Registry("mask scope")

@@ -53,7 +53,7 @@ def render_mask(mask: Mask, name: str, others: Sequence[tuple[str, Mask]] = ()) 
 
 def show_mask_files(path: str | os.PathLike, vs: Sequence[str | os.PathLike] = ()) -> str:
     """Load ``path`` and the ``vs`` masks (all checked) and render the report."""
-    from workbench.io.mask_file import load_mask
+    from workbench.masking.file import load_mask
 
     mask = load_mask(path)
     others = [(str(p), load_mask(p)) for p in vs]

@@ -191,14 +191,9 @@ def _add_delta(model, module: str, delta: torch.Tensor) -> None:
 
 
 def _check_model_base(model, adapters: list[Adapter]) -> None:
-    expected = check_same_base(adapters)
-    if expected is None:
-        return
-    from workbench.models.fingerprint import base_fingerprint
+    from workbench.adapters.base_check import check_base
 
-    got = base_fingerprint(model)
-    if got != expected:
-        raise MismatchError(f"the adapters were trained on base {expected} but the model is {got}")
+    check_base(adapters, model)
 
 
 def merge_into_base(model, adapter: Adapter):
@@ -242,13 +237,14 @@ def merge_adapters_into_base(model, adapters: list, strategy: str | Strategy = "
 
 
 def merge_to_dir(adapters: list, out, strategy: str = "concat", weights=None, base: str | None = None,
-                 **params) -> Path:
+                 trust_remote_code: bool = False, **params) -> Path:
     """Merge and write: an adapter directory, or with ``base`` a merged model directory (what the CLI runs).
 
     Args:
         adapters, strategy, weights, **params: as for :func:`merge`.
         out: the output directory; it must not exist.
         base: a base model name (``workbench.models.base.load_base``) to merge into, or None for an adapter.
+        trust_remote_code: let ``base`` run code from its model repository (``--trust-remote-code``).
 
     Returns:
         The output path.
@@ -261,11 +257,11 @@ def merge_to_dir(adapters: list, out, strategy: str = "concat", weights=None, ba
         raise WorkbenchError(f"{out}: output already exists (choose another --out or remove it)")
     if base is None:
         return merge(adapters, strategy, weights, **params).save(out)
-    from workbench.models.base import load_base
+    from workbench.models.base import BaseSpec, load_base
 
     from workbench.models.fingerprint import base_fingerprint
 
-    model, tokenizer = load_base(base)
+    model, tokenizer = load_base(BaseSpec(base, trust_remote_code=trust_remote_code))
     fingerprint = base_fingerprint(model)  # of the base, before its weights change
     model, record = merge_adapters_into_base(model, adapters, strategy, weights, **params)
     record.update(method="merged_model", base=base, base_fingerprint=fingerprint)

@@ -5,12 +5,15 @@ Every refusal is a WorkbenchError naming the adapter, the module or key, and the
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from workbench.adapters.adapter import Adapter, check_same_base
-from workbench.adapters.factors import A_SUFFIX, B_SUFFIX
 from workbench.errors import ConfigError, MismatchError, NonFiniteError
-from workbench.merges.primitives import all_finite, zero_fraction
+from workbench.keys import A_SUFFIX, B_SUFFIX
+
+if TYPE_CHECKING:  # torch only at call time: strategies register their checks without importing it
+    import torch
+
+    from workbench.adapters.adapter import Adapter
 
 SPARSE_B = 0.5  # above this fraction of exact zeros, B is taken to be a LoRI-S sparse factor
 
@@ -29,6 +32,9 @@ def check_mergeable(adapters: list[Adapter]) -> None:
         NonFiniteError: a tensor holds NaN or inf.
         MismatchError: different bases, module sets, or shapes.
     """
+    from workbench.adapters.adapter import check_same_base
+    from workbench.merges.primitives import all_finite
+
     if not adapters:
         raise ConfigError("merge needs at least one adapter")
     for a in adapters:
@@ -83,6 +89,8 @@ def check_not_sparse(adapters: list[Adapter], weights=None, params=None) -> None
     Raises:
         ConfigError: names the adapter and its fraction of zeros in B.
     """
+    from workbench.merges.primitives import zero_fraction
+
     for a in adapters:
         frac = zero_fraction(a.tensors[k] for k in a.b_keys())
         if frac > SPARSE_B:
@@ -93,4 +101,6 @@ def check_not_sparse(adapters: list[Adapter], weights=None, params=None) -> None
 
 def identical(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Same shape and exactly equal values (after bringing b to a's dtype)."""
+    import torch
+
     return a.shape == b.shape and torch.equal(a, b.to(a.dtype))

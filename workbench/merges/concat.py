@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from workbench.adapters.factors import ModuleFactors
+from typing import TYPE_CHECKING
+
 from workbench.merges.params import NoParams
-from workbench.merges.primitives import concat_factors
 from workbench.merges.registry import MergeContext, register_merge
+
+if TYPE_CHECKING:  # torch only at call time: `workbench validate` lists strategies without it
+    from workbench.adapters.factors import ModuleFactors
 
 
 @register_merge("concat", params=NoParams, reference="https://huggingface.co/docs/peft/developer_guides/model_merging")
@@ -24,4 +27,5 @@ def concat(factors: list[ModuleFactors], weights: list[float], params: NoParams,
     Returns:
         ModuleFactors of rank sum_i r_i with scaling 1.
     """
+    from workbench.merges.primitives import concat_factors
     return concat_factors(factors, weights)

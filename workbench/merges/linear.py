@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from workbench.adapters.factors import ModuleFactors
+from typing import TYPE_CHECKING
+
 from workbench.errors import ConfigError
 from workbench.merges.params import NoParams
-from workbench.merges.primitives import merge_factor_space, weighted_sum
 from workbench.merges.registry import MergeContext, register_merge
+
+if TYPE_CHECKING:  # torch only at call time: `workbench validate` lists strategies without it
+    from workbench.adapters.factors import ModuleFactors
 
 
 def check_equal_ranks(factors: list[ModuleFactors], ctx: MergeContext, strategy: str) -> None:
@@ -41,5 +44,6 @@ def linear(factors: list[ModuleFactors], weights: list[float], params: NoParams,
     Raises:
         ConfigError: ranks differ.
     """
+    from workbench.merges.primitives import merge_factor_space, weighted_sum
     check_equal_ranks(factors, ctx, "linear")
     return merge_factor_space(factors, weights, weighted_sum)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from workbench.adapters.adapter import Adapter
-from workbench.adapters.factors import ModuleFactors
 from workbench.errors import MismatchError
 from workbench.merges.checks import identical, label
 from workbench.merges.params import NoParams
-from workbench.merges.primitives import module_order
 from workbench.merges.registry import MergeContext, register_merge
+
+if TYPE_CHECKING:  # torch only at call time: `workbench validate` lists strategies without it
+    from workbench.adapters.adapter import Adapter
+    from workbench.adapters.factors import ModuleFactors
 
 
 def check_disjoint(adapters: list[Adapter], weights=None, params=None) -> None:
@@ -20,6 +21,10 @@ def check_disjoint(adapters: list[Adapter], weights=None, params=None) -> None:
         MismatchError: names the first module whose A differs, or the first module whose supports overlap
             and the total number of overlapping entries.
     """
+    import torch
+
+    from workbench.merges.primitives import module_order
+
     first = adapters[0].factors()
     others = [a.factors() for a in adapters[1:]]
     for m, f in first.items():
@@ -58,6 +63,8 @@ def lori_disjoint(factors: list[ModuleFactors], weights: list[float], params: No
     Returns:
         ModuleFactors(A, sum_i w_i (s_i / s_1) B_i, s_1).
     """
+    from workbench.adapters.factors import ModuleFactors
+
     ref = factors[0].scaling or 1.0
     b = sum(f.B * (w * f.scaling / ref) for f, w in zip(factors, weights))  # (out, r)
     return ModuleFactors(factors[0].A, b, ref)

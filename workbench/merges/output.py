@@ -7,21 +7,17 @@ module (PEFT's patterns are regex suffixes), and rsLoRA is switched off because 
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 
 import torch
 
 from workbench.adapters.adapter import Adapter
-from workbench.adapters.factors import ModuleFactors, file_key
-from workbench.errors import WorkbenchError
+from workbench.adapters.factors import ModuleFactors
+from workbench.hashing import sha256_file, tensors_hash
 from workbench.io.adapter_dir import SIDECAR, WEIGHTS
-from workbench.io.atomic import atomic_write_json, fsync_dir
-from workbench.io.tensors import sha256_file
+from workbench.io.atomic import atomic_directory, atomic_write_json
+from workbench.keys import file_key
 from workbench.merges.primitives import pattern_key
 
 
@@ -60,16 +56,6 @@ def merged_tensors(merged: dict[str, ModuleFactors], dtype: torch.dtype) -> dict
     return out
 
 
-def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
-    """A content hash of in-memory tensors (keys, dtypes, shapes, bytes)."""
-    h = hashlib.sha256()
-    for k in sorted(tensors):
-        t = tensors[k].detach().contiguous().cpu()
-        h.update(f"{k}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())  # buffer protocol: no copy
-    return h.hexdigest()
-
-
 def source_record(adapter: Adapter, weight: float) -> dict:
     """What the merged adapter records about one input: name, path, weight, and a hash of its weights."""
     rec = {"name": adapter.name, "path": str(adapter.path) if adapter.path else None, "weight": weight}
@@ -77,28 +63,20 @@ def source_record(adapter: Adapter, weight: float) -> dict:
     if weights_file is not None and weights_file.is_file():
         rec["weights_sha256"] = (adapter.meta.get("files") or {}).get(WEIGHTS) or sha256_file(weights_file)
     else:
-        rec["tensors_sha256"] = tensors_sha256(adapter.tensors)
+        rec["tensors_sha256"] = tensors_hash(adapter.tensors)
     return rec
 
 
 def save_model_dir(model, tokenizer, out, record: dict) -> Path:
-    """Write a transformers model directory (plus workbench.json) into a temp sibling, then rename it.
+    """Write a transformers model directory (plus workbench.json) atomically (io.atomic.atomic_directory).
 
     Raises:
         WorkbenchError: ``out`` exists.
     """
     out = Path(out)
-    if out.exists():
-        raise WorkbenchError(f"{out}: output already exists (choose another --out or remove it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".wbtmp-{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out, if_exists="error") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / SIDECAR, record)
-        os.replace(tmp, out)
-        fsync_dir(out.parent)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -13,12 +13,14 @@ weights for ``--into-base``. Strategies never see a live model and never write f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
 from pydantic import BaseModel
 
 from workbench.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
 
 MERGES: Registry = Registry("merge strategy")
 
@@ -37,7 +39,13 @@ class MergeContext:
 
     module: str
     sources: list[str]
-    generator: torch.Generator = field(default_factory=torch.Generator)
+    generator: torch.Generator = field(default_factory=lambda: _new_generator())
+
+
+def _new_generator():
+    import torch  # here, not at import: the registry must load without torch (`workbench validate`)
+
+    return torch.Generator()
 
 
 def register_merge(name: str, params: type[BaseModel] | None = None, reference: str = "",

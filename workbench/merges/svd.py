@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from workbench.adapters.factors import ModuleFactors
+from typing import TYPE_CHECKING
+
 from workbench.merges.params import RankParams
-from workbench.merges.primitives import compress_factors, concat_factors
 from workbench.merges.registry import MergeContext, register_merge
+
+if TYPE_CHECKING:  # torch only at call time: `workbench validate` lists strategies without it
+    from workbench.adapters.factors import ModuleFactors
 
 
 @register_merge("svd", params=RankParams, reference="https://huggingface.co/docs/peft/developer_guides/model_merging")
@@ -25,6 +28,7 @@ def svd(factors: list[ModuleFactors], weights: list[float], params: RankParams, 
     Returns:
         ModuleFactors of rank min(k, R) with scaling 1.
     """
+    from workbench.merges.primitives import compress_factors, concat_factors
     stacked = concat_factors(factors, weights)  # A (R, in), B (out, R)
     rank = params.rank or max(f.rank for f in factors)
     return compress_factors(stacked.A, stacked.B, rank)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from workbench.adapters.factors import ModuleFactors
 from workbench.merges.linear import check_equal_ranks
 from workbench.merges.params import SpaceParams
-from workbench.merges.primitives import dense_deltas, merge_delta_space, merge_factor_space, weighted_sum
 from workbench.merges.registry import MergeContext, register_merge
+
+if TYPE_CHECKING:  # torch only at call time: `workbench validate` lists strategies without it
+    import torch
+    from workbench.adapters.factors import ModuleFactors
 
 
 @register_merge("task_arithmetic", params=SpaceParams, reference="https://arxiv.org/abs/2212.04089")
@@ -30,6 +32,7 @@ def task_arithmetic(factors: list[ModuleFactors], weights: list[float], params: 
     Returns:
         ModuleFactors (factor space) or the dense merged update (out, in) (delta space).
     """
+    from workbench.merges.primitives import dense_deltas, merge_delta_space, merge_factor_space, weighted_sum
     if params.space == "factor":
         check_equal_ranks(factors, ctx, "task_arithmetic")
         return merge_factor_space(factors, weights, weighted_sum)

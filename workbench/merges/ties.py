@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from workbench.adapters.factors import ModuleFactors
 from workbench.merges.checks import check_not_sparse
 from workbench.merges.params import SignParams
-from workbench.merges.primitives import prune_magnitude
-from workbench.merges.pruned import prune_then_merge
 from workbench.merges.registry import MergeContext, register_merge
+
+if TYPE_CHECKING:  # torch only at call time: `workbench validate` lists strategies without it
+    import torch
+    from workbench.adapters.factors import ModuleFactors
 
 
 @register_merge("ties", params=SignParams, reference="https://arxiv.org/abs/2306.01708", check=check_not_sparse)
@@ -32,5 +33,7 @@ def ties(factors: list[ModuleFactors], weights: list[float], params: SignParams,
     Returns:
         ModuleFactors (factor space) or the dense merged update (out, in) (delta space).
     """
+    from workbench.merges.primitives import prune_magnitude
+    from workbench.merges.pruned import prune_then_merge
     return prune_then_merge(factors, weights, params.space, ctx, "ties", lambda t: prune_magnitude(t, params.density),
                             params.majority_sign_method, normalize=True)

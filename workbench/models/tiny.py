@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from workbench.io.atomic import atomic_directory
 from workbench.models.base import cache_dir, embedded_gguf
 
 
@@ -18,10 +19,9 @@ def embedded_tokenizer_dir() -> Path:
 
         gguf = embedded_gguf()
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        tmp = target.with_name(f".wbtmp-smollm2-{os.getpid()}")
-        tok.save_pretrained(tmp)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, target) if not target.exists() else None
+        # "keep": another test process may have written the same tokenizer first; either copy is right.
+        with atomic_directory(target, if_exists="keep") as tmp:
+            tok.save_pretrained(tmp)
     return target
 
 

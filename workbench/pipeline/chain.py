@@ -1,11 +1,25 @@
 """Chain syntax: ``"safety->math->code"`` (or ``safety,math,code``) becomes the default continual pipeline.
 
-With LoRI-S (the default), task 1 is: a LoRI-D probe, a global magnitude calibration of the probe, and
+With a masked method (``Method.uses_mask``; LoRI-S, the default), task 1 is: a LoRI-D probe, a global magnitude calibration of the probe, and
 LoRI-S trained inside that mask with the probe's A seed. Each later task k is: a LoRI-D probe that
 continues task k-1's adapter (same frozen A) on the positions no earlier mask owns, a calibration that
 excludes every earlier mask, and LoRI-S continuing task k-1's adapter inside the new mask (earlier
 positions are untouched). Any other method gives plain continual fine-tuning (train, then continue).
-After every task, one ``evaluate`` scores all tasks of the chain (forgetting rows); ``analyze`` ends it.
+After every task, one ``evaluate`` scores all tasks of the chain (forgetting rows); ``analyze`` ends it,
+its ``forgetting`` grouped by method when ``--compare`` puts several chains in one pipeline.
+
+With ``protocol="official"`` (``workbench run "safety->math" --protocol official``) the chain is the
+official LoRI continual protocol instead (``scripts/continual_safety_*.sh``, which run two tasks, safety
+then one of math, code, NLU; longer chains repeat the second step): task 1 is trained as the official
+single-task scripts do (LoRI-D, its 0.9 mask, LoRI-S inside it); each later task gets a standalone LoRI-D
+trained from scratch on that task (``<task>_dense``) and its own mask (``<task>_mask``, no exclusions: the
+masks may overlap), and LoRI-S continues the previous LoRI-S adapter inside that mask. With ``--method
+lori_d`` each later task continues the dense adapter (plain continual fine-tuning). Every stage runs under
+``protocol: official`` (``workbench/protocols.py``). A preset then keeps only its budget (``BUDGET``: the
+quick preset's steps, batch size, lengths, data and evaluation caps, rank and alpha; the paper preset's
+rank and alpha), so that the quick run finishes in minutes with every other official setting; the
+official epochs per task apply only where no preset sets a length (``--preset paper``). Both chains exist
+side by side: the same tasks under the default protocol give our disjoint chain.
 
 Quote the chain in a shell: unquoted, ``safety->math->code`` is ``safety-`` plus a redirection into a
 file named ``math``, which is why a token ending in ``-`` is refused.
@@ -16,29 +30,45 @@ from __future__ import annotations
 import re
 
 from workbench.errors import ConfigError
+from workbench.pipeline.names import uses_mask
 from workbench.pipeline.schema import STAGE_NAME
+from workbench.protocols import DEFAULT_PROTOCOL, get_protocol
+from workbench.settings import DEFAULT_METHOD, MASKED_METHOD
 
-MASKED_METHOD = "lori_s"
-PROBE_METHOD = "lori_d"
+PROBE_METHOD = DEFAULT_METHOD  # the dense probe a mask is calibrated from (LoRI-D)
 
-# Per-preset defaults, and the learning rate per method (LoRI-S uses 10x LoRI-D's, as in the paper).
+# Per-preset defaults, and the learning rate per method (LoRI-S uses 10x LoRI-D's, as in the paper). A
+# setting a preset leaves out takes the training settings' default (workbench/settings.py); the presets
+# write warmup_ratio 0 out because the quick and default runs were measured without warmup.
 PRESETS: dict[str, dict] = {
     # quick: the whole safety->math->code chain on the 135M model on 2 CPU cores in under 10 minutes
     # (measured: 9m20s with 20 steps per stage, hence 16, which measured 6m30s; decoding is ~0.3 s per
     # step there, so evaluation is kept to 8 prompts x 32 new tokens per split).
     "quick": {"defaults": {"steps": 16, "batch_size": 4, "grad_accum": 1, "max_length": 192, "max_samples": 64,
-                           "eval_limit": 8, "max_new_tokens": 32, "rank": 8, "alpha": 16, "sparsity": 0.9},
+                           "eval_limit": 8, "max_new_tokens": 32, "rank": 8, "alpha": 16, "sparsity": 0.9,
+                           "warmup_ratio": 0.0},
               "lr": {"lora": 1e-3, "lori_d": 1e-3, "lori_s": 1e-2}},
     # default: sized from the quick run's measured rates (~160 training tokens/s, ~0.4 s per decoding step)
-    # to stay under 45 minutes for a three-task chain; measured 20m34s (README, "Measured numbers").
+    # to stay under 45 minutes for a three-task chain; measured 20m34s with 24 prompts per split (README,
+    # "Measured numbers"). At 24 prompts a rate difference under ~0.37 cannot be detected (two-sided 0.05,
+    # power 0.8, rate 0.5; the seed report prints this per metric), at 100 under ~0.19, but decoding 100
+    # prompts per split is ~4x this preset's evaluation time and was not measured: kept at 24 until a
+    # preset sized for detection (issue 17's `signal`) is measured.
     "default": {"defaults": {"steps": 50, "batch_size": 4, "grad_accum": 1, "max_length": 256, "max_samples": 200,
-                             "eval_limit": 24, "max_new_tokens": 48, "rank": 8, "alpha": 16, "sparsity": 0.9},
+                             "eval_limit": 24, "max_new_tokens": 48, "rank": 8, "alpha": 16, "sparsity": 0.9,
+                             "warmup_ratio": 0.0},
                 "lr": {"lora": 5e-4, "lori_d": 5e-4, "lori_s": 5e-3}},
     "paper": {"base": {"model": "meta-llama/Meta-Llama-3-8B", "dtype": "bfloat16"},
               "defaults": {"epochs": 1, "batch_size": 8, "grad_accum": 4, "max_length": 512, "rank": 32,
                            "alpha": 64, "dropout": 0.05, "sparsity": 0.9, "max_new_tokens": 256,
                            "scheduler": "cosine", "warmup_ratio": 0.03},
               "lr": {"lora": 1e-4, "lori_d": 5e-5, "lori_s": 5e-4}},
+}
+# What a preset keeps under a protocol other than the default: its compute budget, not its training recipe.
+BUDGET: dict[str, tuple[str, ...]] = {
+    "quick": ("steps", "batch_size", "max_length", "max_samples", "eval_limit", "max_new_tokens", "rank", "alpha"),
+    "default": ("steps", "batch_size", "max_length", "max_samples", "eval_limit", "max_new_tokens", "rank", "alpha"),
+    "paper": ("rank", "alpha"),
 }
 SHELL_HINT = "workbench run 'safety->math->code'  (or: workbench run safety,math,code)"
 
@@ -72,8 +102,9 @@ def _loop(method: str, preset: dict) -> dict:
     return {"method": method, "lr": preset["lr"].get(method, preset["lr"]["lora"])}
 
 
-def masked_chain(tasks: list[str], preset: dict, prefix: str = "") -> tuple[dict, list[str], list[str]]:
-    """LoRI-S continual stages. Returns (stages, adapter stage names, mask stage names)."""
+def masked_chain(tasks: list[str], preset: dict, prefix: str = "", method: str = MASKED_METHOD
+                 ) -> tuple[dict, list[str], list[str]]:
+    """LoRI-S continual stages (``method``: a masked one). Returns (stages, adapter stage names, mask stage names)."""
     stages, adapters, masks = {}, [], []
     for k, task in enumerate(tasks):
         s = prefix + _stem(task)
@@ -88,7 +119,7 @@ def masked_chain(tasks: list[str], preset: dict, prefix: str = "") -> tuple[dict
         train = {"kind": "train", "task": task, "mask": f"{s}_mask"}
         if k:
             train = {"kind": "continue", "from": adapters[-1], "task": task, "mask": f"{s}_mask"}
-        stages[s] = {**train, **_loop(MASKED_METHOD, preset)}
+        stages[s] = {**train, **_loop(method, preset)}
         stages[f"{s}_eval"] = {"kind": "evaluate", "adapter": s, "tasks": list(tasks)}
         adapters.append(s)
         masks.append(f"{s}_mask")
@@ -107,40 +138,85 @@ def plain_chain(tasks: list[str], method: str, preset: dict, prefix: str = "") -
     return stages, adapters, []
 
 
+def official_chain(tasks: list[str], preset: dict, prefix: str = "", method: str = MASKED_METHOD
+                   ) -> tuple[dict, list[str], list[str]]:
+    """The official continual protocol's stages (module docstring). Returns (stages, adapters, masks)."""
+    if not uses_mask(method):
+        return plain_chain(tasks, method, preset, prefix)
+    first = prefix + _stem(tasks[0])
+    stages = {f"{first}_probe": {"kind": "train", "task": tasks[0], **_loop(PROBE_METHOD, preset)},
+              f"{first}_mask": {"kind": "calibrate", "from": f"{first}_probe"},
+              first: {"kind": "train", "task": tasks[0], "mask": f"{first}_mask", **_loop(method, preset)},
+              f"{first}_eval": {"kind": "evaluate", "adapter": first, "tasks": list(tasks)}}
+    adapters, masks = [first], [f"{first}_mask"]
+    for task in tasks[1:]:
+        s = prefix + _stem(task)
+        # from scratch on this task alone: its mask is the task's own, whatever earlier tasks occupy
+        stages[f"{s}_dense"] = {"kind": "train", "task": task, **_loop(PROBE_METHOD, preset)}
+        stages[f"{s}_mask"] = {"kind": "calibrate", "from": f"{s}_dense"}
+        stages[s] = {"kind": "continue", "from": adapters[-1], "task": task, "mask": f"{s}_mask",
+                     **_loop(method, preset)}
+        stages[f"{s}_eval"] = {"kind": "evaluate", "adapter": s, "tasks": list(tasks)}
+        adapters.append(s)
+        masks.append(f"{s}_mask")
+    return stages, adapters, masks
+
+
+def _preset_defaults(preset: str, protocol: str) -> dict:
+    """A preset's ``defaults``: all of them under the default protocol, only its budget under another."""
+    values = PRESETS[preset]["defaults"]
+    if protocol == DEFAULT_PROTOCOL:
+        return dict(values)
+    return {k: v for k, v in values.items() if k in BUDGET[preset]}
+
+
 def expand_chain(text: str, method: str = MASKED_METHOD, preset: str = "quick",
-                 compare: list[str] | tuple[str, ...] | None = None) -> dict:
+                 compare: list[str] | tuple[str, ...] | None = None, protocol: str | None = None) -> dict:
     """Expand a chain into a pipeline tree (validate it with ``workbench.pipeline.load_tree``).
 
     Args:
         text: ``"safety->math->code"`` or ``"safety,math,code"``.
-        method: ``lori_s`` for the masked LoRI chain; any other method for plain continual fine-tuning.
+        method: a masked method (``lori_s``, the default) for the LoRI chain; any other method for plain
+            continual fine-tuning.
         preset: ``quick`` (135M model, minutes on a CPU), ``default`` or ``paper`` (Llama-3-8B settings).
         compare: further methods run on the same chain in the same pipeline, stage names prefixed
             with ``<method>-``, sharing the base-model evaluation and one analysis.
+        protocol: ``workbench`` (default: our disjoint chain) or ``official`` (the official continual
+            protocol, run under ``protocol: official``; see the module docstring).
 
     Returns:
         A plain dict in the pipeline file schema.
 
     Raises:
-        ConfigError: a bad chain (see :func:`parse_chain`), an unknown preset, or a repeated method.
+        ConfigError: a bad chain (see :func:`parse_chain`), an unknown preset or protocol, or a repeated
+            method.
     """
     tasks = parse_chain(text)
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}'; valid: {', '.join(PRESETS)}")
+    protocol = get_protocol(protocol or DEFAULT_PROTOCOL).name
+    build = official_chain if protocol == "official" else masked_chain
     methods = [method, *(compare or [])]
     if len(set(methods)) != len(methods):
         raise ConfigError(f"--compare repeats a method: {', '.join(methods)}")
     p = PRESETS[preset]
     stages = {"base_eval": {"kind": "evaluate", "adapter": None, "tasks": list(tasks)}}
-    analyze = {"kind": "analyze", "adapters": [], "masks": [], "forgetting": ["base_eval"]}
+    analyze = {"kind": "analyze", "adapters": [], "masks": []}
+    forgetting = {}  # method -> evaluate stages in chain order, each starting from the base model's row
     for m in methods:
         prefix = f"{m}-" if len(methods) > 1 else ""
-        built = masked_chain(tasks, p, prefix) if m == MASKED_METHOD else plain_chain(tasks, m, p, prefix)
+        # an unknown method is reported by validation; expand it as a plain chain meanwhile
+        built = build(tasks, p, prefix, m) if uses_mask(m) else plain_chain(tasks, m, p, prefix)
         stages.update(built[0])
         analyze["adapters"] += built[1]
         analyze["masks"] += built[2]
-        analyze["forgetting"] += [f"{a}_eval" for a in built[1]]
+        forgetting[m] = ["base_eval", *(f"{a}_eval" for a in built[1])]
+    analyze["forgetting"] = forgetting if len(methods) > 1 else forgetting[method]
     stages["analyze"] = analyze
     name = "chain-" + "-".join(_stem(t) for t in tasks) + ("-vs-" + "-".join(methods[1:]) if len(methods) > 1 else "")
-    return {"name": name, "description": f"continual chain {' -> '.join(tasks)} ({', '.join(methods)}, {preset})",
-            "base": dict(p.get("base", {})), "defaults": dict(p["defaults"], method=PROBE_METHOD), "stages": stages}
+    kind = "official continual protocol" if protocol == "official" else "continual chain"
+    tree = {"name": name + ("-official" if protocol == "official" else ""),
+            "description": f"{kind} {' -> '.join(tasks)} ({', '.join(methods)}, {preset})",
+            "base": dict(p.get("base", {})), "defaults": dict(_preset_defaults(preset, protocol), method=PROBE_METHOD),
+            "stages": stages}
+    return tree if protocol == DEFAULT_PROTOCOL else {**tree, "protocol": protocol}

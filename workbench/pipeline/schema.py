@@ -3,18 +3,30 @@
 Every model forbids unknown keys; stage kinds are a discriminated union on ``kind``. Validators raise
 ``ValueError`` (pydantic turns it into a located error; a ``RuntimeError`` would lose the location).
 Checks that need the whole pipeline (references, registries, mask densities) live in ``checks.py``.
+
+Nothing here is written per stage kind or per training setting: the training fields (``defaults``,
+``train``, ``continue``) are generated from ``workbench/settings.py``, and the stage union, ``defaults``
+and the reference table from the stage-kind descriptions (``workbench/pipeline/kinds.py``). Because a
+plugin can add a kind, those models are built on first use and rebuilt when the set of kinds changes
+(:func:`pipeline_model`); ``schema.Pipeline``, ``schema.Defaults``, ``schema.KIND_MODELS``,
+``schema.REF_FIELDS`` and ``schema.KINDS`` read the current ones.
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
+
+from workbench.pipeline.kinds import StageSettings, stage_kinds
+from workbench.protocols import DEFAULT_PROTOCOL, PROTOCOLS
+from workbench.settings import LOOP_FIELDS, RUN_FIELDS, SHAPE_FIELDS, TrainSettings
+from workbench.tracking import Tracking
 
 STAGE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,79}$")
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def check_stage_name(name: str) -> str:
@@ -37,12 +49,7 @@ StageName = Annotated[str, AfterValidator(check_stage_name)]
 TaskName = Annotated[str, AfterValidator(check_task_name)]
 Ref = str  # a stage reference; existence and kind are checked in checks.py with a did-you-mean
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
-
-
-class Strict(BaseModel):
-    """Base for every section: unknown keys are errors, values are not silently coerced into strings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+Strict = StageSettings  # every section: unknown keys are errors, values are not silently coerced into strings
 
 
 class Base(Strict):
@@ -54,60 +61,45 @@ class Base(Strict):
     trust_remote_code: bool = False
 
 
-class Loop(Strict):
-    """Training-loop settings shared by ``train`` and ``continue`` (None: take it from ``defaults``)."""
-
-    lr: Optional[Annotated[float, Field(gt=0.0, le=1.0)]] = None
-    steps: Optional[Annotated[int, Field(ge=1)]] = None
-    epochs: Optional[Annotated[float, Field(gt=0.0)]] = None
-    batch_size: Optional[Annotated[int, Field(ge=1)]] = None
-    grad_accum: Optional[Annotated[int, Field(ge=1)]] = None
-    max_length: Optional[Annotated[int, Field(ge=8)]] = None
-    max_samples: Optional[Annotated[int, Field(ge=1)]] = None
-    warmup_ratio: Optional[Fraction] = None
-    weight_decay: Optional[Annotated[float, Field(ge=0.0)]] = None
-    scheduler: Optional[Literal["cosine", "linear", "constant"]] = None
-    seed: Optional[int] = None
-    method: Optional[str] = None
-    checkpoint_every: Optional[Annotated[int, Field(ge=0)]] = None
+class _OneLength(Strict):
+    """``steps`` and ``epochs`` are two ways to give one length."""
 
     @model_validator(mode="after")
     def _steps_or_epochs(self):
-        if self.steps is not None and self.epochs is not None:
+        if getattr(self, "steps", None) is not None and getattr(self, "epochs", None) is not None:
             raise ValueError("set either steps or epochs, not both")
         return self
 
 
-class Shape(Strict):
-    """Adapter shape settings (only where an adapter is created: ``train``)."""
+def _setting(name: str, default, optional: bool):
+    """A training setting as a schema field: its type, checks, help and accepted spellings; ``default``."""
+    info = TrainSettings.model_fields[name]
+    annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    if optional:
+        annotation = Optional[annotation]
+    return annotation, Field(default, description=info.description, validation_alias=info.validation_alias)
 
-    rank: Optional[Annotated[int, Field(ge=1, le=4096)]] = None
-    alpha: Optional[Annotated[float, Field(gt=0.0)]] = None
-    dropout: Optional[Fraction] = None
-    target_modules: Optional[Annotated[list[str], Field(min_length=1)]] = None
-    options: Optional[dict[str, Union[int, float, str, bool]]] = None
+
+def _settings_model(name: str, doc: str, fields, defaults: bool):
+    """A schema model of training settings: with their defaults (``defaults:``), or all None (a stage's
+    own values; None means "take it from defaults")."""
+    spec = {}
+    for f in fields:
+        length = f in ("steps", "epochs")  # unset means one epoch; a stage that sets either replaces both
+        default = TrainSettings.model_fields[f].get_default(call_default_factory=True)
+        spec[f] = _setting(f, None if length or not defaults else default, optional=length or not defaults)
+    model = create_model(name, __base__=_OneLength, **spec)
+    model.__doc__ = doc
+    return model
 
 
-class Defaults(Loop, Shape):
-    """Values every stage inherits unless it sets its own."""
-
-    lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-4
-    batch_size: Annotated[int, Field(ge=1)] = 4
-    grad_accum: Annotated[int, Field(ge=1)] = 1
-    max_length: Annotated[int, Field(ge=8)] = 512
-    warmup_ratio: Fraction = 0.0
-    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
-    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
-    seed: int = 0
-    method: str = "lori_d"
-    checkpoint_every: Annotated[int, Field(ge=0)] = 10
-    rank: Annotated[int, Field(ge=1, le=4096)] = 8
-    alpha: Annotated[float, Field(gt=0.0)] = 16.0
-    dropout: Fraction = 0.0
-    target_modules: Annotated[list[str], Field(min_length=1)] = list(DEFAULT_TARGETS)
-    sparsity: Fraction = 0.9
-    eval_limit: Optional[Annotated[int, Field(ge=1)]] = None
-    max_new_tokens: Annotated[int, Field(ge=1)] = 128
+Loop = _settings_model("Loop", "Training-loop settings shared by ``train`` and ``continue`` (None: take it from "
+                               "``defaults``).", (*LOOP_FIELDS, *RUN_FIELDS), defaults=False)
+Shape = _settings_model("Shape", "Adapter shape settings (only where an adapter is created: ``train``).",
+                        SHAPE_FIELDS, defaults=False)
+TrainingDefaults = _settings_model("TrainingDefaults", "The training settings every stage inherits unless it "
+                                                       "sets its own.", tuple(TrainSettings.model_fields),
+                                   defaults=True)
 
 
 class CustomTask(Strict):
@@ -121,112 +113,62 @@ class CustomTask(Strict):
     on_error: Literal["skip", "refuse"] = "skip"
 
 
-class Train(Loop, Shape):
-    """Train a new adapter on one task (a LoRI-S adapter trains inside ``mask``)."""
+class _Opaque(BaseModel):
+    """A stage of a kind only a plugin that was read (not run) defines: its fields cannot be checked."""
 
-    kind: Literal["train"]
-    task: TaskName
-    mask: Optional[Ref] = None
-    a_seed: Optional[int] = None
+    model_config = ConfigDict(extra="allow", frozen=True)
 
 
-class Continue(Loop):
-    """Keep training the adapter of ``from`` on a new task; earlier positions stay as they are."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    kind: Literal["continue"]
-    from_: Ref = Field(alias="from")
-    task: TaskName
-    mask: Optional[Ref] = None
-    exclude: list[Ref] = []
-
-
-class Calibrate(Strict):
-    """Build a sparse mask from the magnitudes of ``from``'s adapter (LoRI-S calibration)."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    kind: Literal["calibrate"]
-    from_: Ref = Field(alias="from")
-    sparsity: Optional[Fraction] = None
-    scope: str = "global"
-    exclude: list[Ref] = []
-
-
-class Merge(Strict):
-    """Merge several adapters into one."""
-
-    kind: Literal["merge"]
-    adapters: Annotated[list[Ref], Field(min_length=1)]
-    strategy: str = "concat"
-    weights: Optional[list[float]] = None
-    params: dict = {}
-
-    @model_validator(mode="after")
-    def _weights_match(self):
-        if self.weights is not None and len(self.weights) != len(self.adapters):
-            raise ValueError(f"weights has {len(self.weights)} values for {len(self.adapters)} adapters")
-        return self
+@lru_cache(maxsize=None)
+def _build(kind_names: tuple[str, ...], opaque: tuple[str, ...]) -> dict:
+    kinds = {n: stage_kinds().get(n) for n in kind_names}
+    extra = {}
+    for k in kinds.values():
+        if k.defaults is not None:
+            extra.update({n: (f.annotation, f) for n, f in k.defaults.model_fields.items()})
+    defaults = create_model("Defaults", __base__=TrainingDefaults, **extra)
+    defaults.__doc__ = "Values every stage inherits unless it sets its own."
+    models = {n: k.model for n, k in kinds.items()}
+    for n in opaque:
+        models[n] = create_model(f"Opaque_{n}", __base__=_Opaque, kind=(Literal[n], ...))
+    stage = Annotated[Union[tuple(models.values())], Field(discriminator="kind")]
+    pipeline = create_model(
+        "Pipeline", __base__=Strict,
+        name=(Optional[str], None), description=(str, ""), base=(Base, Base()), defaults=(defaults, defaults()),
+        tasks=(dict[TaskName, CustomTask], {}),
+        # Python files (relative to the pipeline file) imported before names are checked: they register merge
+        # strategies, methods, tasks or stage kinds the stages can then name (workbench/pipeline/plugins.py).
+        plugins=(list[str], []),
+        # a named bundle of setting values written under the file's own (workbench/protocols.py)
+        protocol=(Literal[tuple(PROTOCOLS)], DEFAULT_PROTOCOL),
+        # experiment trackers (accelerate's): workbench/tracking.py
+        tracking=(Optional[Tracking], None),
+        stages=(Annotated[dict[StageName, stage], Field(min_length=1)], ...))
+    pipeline.__doc__ = "A whole pipeline file."
+    return {"Pipeline": pipeline, "Defaults": defaults, "Stage": stage, "KIND_MODELS": models,
+            "KINDS": tuple(models), "REF_FIELDS": {n: dict(k.refs) for n, k in kinds.items()}}
 
 
-class Evaluate(Strict):
-    """Score an adapter (or the base model alone when ``adapter`` is null) on tasks."""
-
-    kind: Literal["evaluate"]
-    adapter: Optional[Ref] = None
-    tasks: Annotated[list[TaskName], Field(min_length=1)]
-    limit: Optional[Annotated[int, Field(ge=1)]] = None
-    max_new_tokens: Optional[Annotated[int, Field(ge=1)]] = None
+def current(opaque: tuple[str, ...] = ()) -> dict:
+    """The models for the kinds registered now (plus ``opaque`` kinds, accepted unchecked)."""
+    return _build(tuple(stage_kinds().names()), tuple(sorted(set(opaque) - set(stage_kinds().names()))))
 
 
-class Analyze(Strict):
-    """Subspace, mask-overlap and forgetting analysis plus the report."""
-
-    kind: Literal["analyze"]
-    adapters: list[Ref] = []
-    masks: list[Ref] = []
-    forgetting: list[Ref] = []
-    # increments: a ``continue`` adapter listed with the adapter it continued is analysed as what its
-    # stage added (a chain's snapshots contain every earlier stage); snapshots: as saved.
-    compare: Literal["increments", "snapshots"] = "increments"
+def pipeline_model(opaque: tuple[str, ...] = ()) -> type[BaseModel]:
+    """The ``Pipeline`` model for the kinds registered now (see :func:`current`)."""
+    return current(opaque)["Pipeline"]
 
 
-Stage = Annotated[Union[Train, Continue, Calibrate, Merge, Evaluate, Analyze], Field(discriminator="kind")]
-KIND_MODELS = {"train": Train, "continue": Continue, "calibrate": Calibrate, "merge": Merge, "evaluate": Evaluate,
-               "analyze": Analyze}
-KINDS = tuple(KIND_MODELS)
-
-# Which fields of each kind reference other stages, and the kinds each may point at.
-ADAPTER_KINDS = ("train", "continue", "merge")
-REF_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
-    "train": {"mask": ("calibrate",)},
-    "continue": {"from": ("train", "continue"), "mask": ("calibrate",), "exclude": ("calibrate",)},
-    "calibrate": {"from": ("train", "continue"), "exclude": ("calibrate",)},
-    "merge": {"adapters": ADAPTER_KINDS},
-    "evaluate": {"adapter": ADAPTER_KINDS},
-    "analyze": {"adapters": ADAPTER_KINDS, "masks": ("calibrate",), "forgetting": ("evaluate",)},
-}
-
-
-class Pipeline(Strict):
-    """A whole pipeline file."""
-
-    name: Optional[str] = None
-    description: str = ""
-    base: Base = Base()
-    defaults: Defaults = Defaults()
-    tasks: dict[TaskName, CustomTask] = {}
-    # Python files (relative to the pipeline file) imported before names are checked: they register merge
-    # strategies, methods or tasks the stages can then name (workbench/pipeline/plugins.py).
-    plugins: list[str] = []
-    stages: Annotated[dict[StageName, Stage], Field(min_length=1)]
+def __getattr__(name: str):
+    if name in ("Pipeline", "Defaults", "Stage", "KIND_MODELS", "KINDS", "REF_FIELDS"):
+        return current()[name]
+    raise AttributeError(f"module 'workbench.pipeline.schema' has no attribute '{name}'")
 
 
 def refs_of(stage) -> dict[str, list[str]]:
     """``{field: [stage names]}`` for the reference fields of a validated stage (YAML field names)."""
-    out = {}
-    for name in REF_FIELDS[stage.kind]:
-        value = getattr(stage, "from_" if name == "from" else name)
-        out[name] = [] if value is None else list(value) if isinstance(value, list) else [value]
-    return out
+    kinds = stage_kinds()
+    if stage.kind not in kinds:
+        return {}
+    kind = kinds.get(stage.kind)
+    return {f: [r for _, r in kind.ref_items(stage, f)] for f in kind.refs}

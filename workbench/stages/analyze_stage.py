@@ -1,47 +1,126 @@
-"""Executor of the ``analyze`` stage kind: forgetting matrices (from the evaluate stages, in chain order)
-and the subspace/interference report over the chain's adapters and masks.
+"""The ``analyze`` stage kind: forgetting matrices from evaluate stages (in chain order) and the subspace /
+interference report over adapters and masks.
 
-A compared chain (``--compare lora``) has evaluate stages ``lori_s-safety_eval``, ``lora-safety_eval``...:
-they are grouped by their prefix, one forgetting matrix per method, each starting from the base-model row.
+Everything the executor needs to know about the other stages is resolved from their fields and passed
+explicitly in the task's parameters, never read out of stage names:
+
+- ``forgetting``: a list of evaluate stages (one matrix) or a mapping ``group -> list`` (one matrix per
+  group, e.g. per method of a compared chain). Each row records the task its stage *learned*: the
+  ``task`` of the stage its ``adapter`` field names (none for the base model or a merge). A task's
+  ``learned_at`` is the first row that learned it.
+- masks pair with adapters through the adapters' own ``mask`` fields: an adapter pairs with the
+  calibrate stage it trained inside, when that stage is listed under ``masks``.
+
+Parameters name other stages by their input *role* (``forgetting.lora.2``, ``adapters.0``), not by
+name, so the cache key stays independent of stage names like every other key.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Annotated, Literal, Mapping, Union
+
+from pydantic import AfterValidator
 
 from workbench.graph.task import StageResult
+from workbench.pipeline.kinds import ADAPTER_KINDS, StageKind, StageSettings, role
+from workbench.pipeline.schema import Ref
+from workbench.stages.timing import timed_stage
+
+_GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 
 
-def _prefix(stage: str, tasks: list[str]) -> str | None:
-    for t in tasks:
-        if stage.endswith(f"{t}_eval"):
-            return stage[: -len(f"{t}_eval")]
-    return None
+def _check_group(name: str) -> str:
+    """Group names become file names (``forgetting-<group>.json``)."""
+    if not _GROUP.match(name):
+        raise ValueError(f"forgetting group '{name}' is not allowed: use letters, digits, '_', '.' and '-'")
+    return name
 
 
-def forgetting_groups(evals: list, results: dict) -> dict[str, dict]:
-    """``{group: {"tasks", "stages", "matrix", "metric", "learned_at", "nll"}}`` (group '' for a single chain)."""
-    if not evals:
-        return {}
-    names = [t.name for t in evals]
-    # the order the pipeline lists the tasks in (metrics read back from a manifest come key-sorted)
-    tasks = list(dict.fromkeys([*(n for t in evals for n in t.params.get("tasks", [])),
-                                *(n for s in names for n in results[s].metrics)]))
-    base = [s for s in names if _prefix(s, tasks) is None]
-    groups: dict[str, list[str]] = {}
-    for s in names:
-        p = _prefix(s, tasks)
-        if p is not None:
-            groups.setdefault(p, []).append(s)
-    return {p.rstrip("-_"): _matrix(base + stages, tasks, results, p) for p, stages in (groups or {"": []}).items()}
+class AnalyzeStage(StageSettings):
+    """Subspace, mask-overlap and forgetting analysis plus the report."""
+
+    adapters: list[Ref] = []
+    masks: list[Ref] = []
+    forgetting: Union[list[Ref], dict[Annotated[str, AfterValidator(_check_group)], list[Ref]]] = []
+    # increments: a ``continue`` adapter listed with the adapter it continued is analysed as what its
+    # stage added (a chain's snapshots contain every earlier stage); snapshots: as saved.
+    compare: Literal["increments", "snapshots"] = "increments"
 
 
-def _matrix(stages: list[str], tasks: list[str], results: dict, prefix: str) -> dict:
+def _learned(ctx, eval_name: str) -> str | None:
+    """The task the adapter an evaluate stage scores was trained on (None: base model, merge, unknown)."""
+    ev = ctx.stages.get(eval_name)
+    adapter = ctx.stages.get(getattr(ev, "adapter", None) or "")
+    return getattr(adapter, "task", None)
+
+
+def mask_pairs(stage, stages: Mapping) -> dict[int, int]:
+    """``{adapter index: mask index}``: each listed adapter with the listed mask its ``mask`` field names."""
+    out = {}
+    for i, a in enumerate(stage.adapters):
+        own = getattr(stages.get(a), "mask", None)
+        if own in stage.masks:
+            out[i] = stage.masks.index(own)
+    return out
+
+
+def resolve(stage, ctx) -> dict:
+    """Forgetting rows by group with the task each learned, the tasks in order, the mask pairs.
+
+    The groups are a list (``[{"group", "rows"}]``): the task's parameters are stored with sorted keys, and
+    the first group (the chain's own method) is the one ``forgetting.json`` shows.
+    """
+    groups: dict[str, list] = {}
+    for sub, ref in KIND.ref_items(stage, "forgetting"):
+        group = str(sub[0]) if len(sub) == 2 else ""
+        groups.setdefault(group, []).append({"input": role("forgetting", sub), "learned": _learned(ctx, ref)})
+    evals = [r for _, r in KIND.ref_items(stage, "forgetting")]
+    tasks = list(dict.fromkeys(t for e in evals for t in (getattr(ctx.stages.get(e), "tasks", None) or ())))
+    pairs = {role("adapters", (a,)): role("masks", (m,)) for a, m in mask_pairs(stage, ctx.stages).items()}
+    return {"compare": stage.compare, "forgetting": [{"group": g, "rows": rows} for g, rows in groups.items()],
+            "tasks": tasks, "mask_of": pairs}
+
+
+def check_masks(parts, name: str, stage) -> list:
+    """Every listed mask pairs with a listed adapter (one trained inside it): else it would be ignored."""
+    from workbench.pipeline.problems import problem_at
+
+    paired = set(mask_pairs(stage, parts.stages).values())
+    if any(parts.stages.get(a) is None for a in stage.adapters):
+        return []  # a failed or unknown adapter stage is reported elsewhere
+    return [problem_at(parts.located, ("stages", name, "masks", j),
+                       f"'{m}' is not the mask of any adapter listed here: an adapter pairs with the calibrate "
+                       "stage named in its 'mask' field")
+            for j, m in enumerate(stage.masks) if j not in paired]
+
+
+def forgetting_groups(task, results: dict) -> dict[str, dict]:
+    """``{group: {"tasks", "stages", "matrix", "metric", "learned_at", "nll"}}`` of an analyze task ('' for
+    an ungrouped list), in the order the stage lists them, from its resolved rows and the evaluate stages'
+    results."""
+    p = task.params
+    out = {}
+    for entry in p.get("forgetting", []):
+        group, rows = entry["group"], entry["rows"]
+        stages = [task.input(r["input"]).name for r in rows]
+        # the listed order; metrics read back from a manifest come key-sorted
+        tasks = list(dict.fromkeys([*p.get("tasks", []), *(t for s in stages for t in results[s].metrics)]))
+        learned = [next((i for i, r in enumerate(rows) if r["learned"] == t), None) for t in tasks]
+        out[group] = _matrix(stages, tasks, learned, results)
+        # the stage each row scores (None: the base model), so the report can say "after math"
+        out[group]["row_adapters"] = [getattr(task.input(r["input"]).input("adapter"), "name", None) for r in rows]
+    return out
+
+
+def _matrix(stages: list[str], tasks: list[str], learned: list, results: dict) -> dict:
     rows = [results[s].metrics for s in stages]
-    learned = [stages.index(f"{prefix}{t}_eval") if f"{prefix}{t}_eval" in stages else None for t in tasks]
     return {"tasks": tasks, "stages": stages, "learned_at": learned,
             "matrix": [[(row.get(t) or {}).get("value") for t in tasks] for row in rows],
             "metric": {t: next((row[t]["primary"] for row in rows if t in row), None) for t in tasks},
+            "higher_is_better": {t: next((bool(row[t].get("higher_is_better", True)) for row in rows if t in row), True)
+                                 for t in tasks},
             "nll": [[(row.get(t) or {}).get("nll") for t in tasks] for row in rows]}
 
 
@@ -71,15 +150,6 @@ def _write_forgetting(out_dir: Path, name: str, f: dict) -> None:
         m.write_heatmap(out_dir / f"{stem}.png")
 
 
-def _masks_for(adapters: list[str], masks: dict[str, str]) -> dict | None:
-    """Pair masks with adapters: in order when the counts match, else by the chain's ``<adapter>_mask`` names."""
-    if not masks:
-        return None
-    if len(masks) == len(adapters):
-        return dict(zip(adapters, masks.values()))
-    return {a: masks[f"{a}_mask"] for a in adapters if f"{a}_mask" in masks} or None
-
-
 def continued_pairs(task) -> dict[str, str]:
     """``{continue stage: the stage it continued}`` among the analysed adapters (``compare: increments``)."""
     if task.params.get("compare", "increments") != "increments":
@@ -90,28 +160,52 @@ def continued_pairs(task) -> dict[str, str]:
             if t.kind == "continue" and t.input("from") is not None and t.input("from").name in names}
 
 
+def _masks_arg(task, inputs) -> dict | None:
+    """``{adapter stage: mask file}`` from the resolved pairs (None when there are none)."""
+    pairs = {task.input(a).name: str(inputs[task.input(m).name].artifacts["mask"])
+             for a, m in (task.params.get("mask_of") or {}).items()}
+    return pairs or None
+
+
+def _report_forgetting(f: dict | None) -> dict | None:
+    """The main group's matrices for the report (its primary metric named per task)."""
+    if not f:
+        return None
+    keys = ("tasks", "stages", "matrix", "nll", "learned_at", "higher_is_better", "row_adapters")
+    return {**{k: f[k] for k in keys}, "metric": {t: m for t, m in f["metric"].items() if m is not None}}
+
+
+def _training_losses(adapters: dict[str, str]) -> dict[str, Path]:
+    """``{adapter stage: its train_summary.json}`` for the adapters a training stage wrote (the training
+    loop writes that file beside ``adapter/``; merged adapters have none)."""
+    files = {name: Path(path).parent / "train_summary.json" for name, path in adapters.items()}
+    return {name: f for name, f in files.items() if f.is_file()}
+
+
+@timed_stage("analyze")
 def run_analyze(task, inputs, out_dir: Path, context) -> StageResult:
+    """Write the forgetting matrices and the report."""
     from workbench.analytics.report import build_report
 
     out_dir = Path(out_dir)
-    groups = forgetting_groups(task.inputs_for("forgetting"), inputs)
+    groups = forgetting_groups(task, inputs)
     for group, f in groups.items():
         _write_forgetting(out_dir, f"forgetting-{group}" if group else "forgetting", f)
     main = next(iter(groups.values()), None)
-    if len(groups) > 1:
+    if len(groups) > 1 or (main is not None and "" not in groups):
         _write_forgetting(out_dir, "forgetting", main)
     adapters = {t.name: str(inputs[t.name].artifacts["adapter"]) for t in task.inputs_for("adapters")}
-    masks = {t.name: str(inputs[t.name].artifacts["mask"]) for t in task.inputs_for("masks")}
     metrics = {"forgetting": {g: f["matrix"] for g, f in groups.items()}}
     if adapters:
-        mask_arg = _masks_for(list(adapters), masks)
-        forgetting = {k: main[k] for k in ("tasks", "stages", "matrix", "metric")} if main else None
-        if forgetting:
-            forgetting["metric"] = "primary metric per task"
-        report = build_report(adapters, masks=mask_arg, forgetting=forgetting, out_dir=out_dir,
-                              increments=continued_pairs(task))
+        report = build_report(adapters, masks=_masks_arg(task, inputs), forgetting=_report_forgetting(main),
+                              out_dir=out_dir, increments=continued_pairs(task), training=_training_losses(adapters))
         metrics["summary"] = report.get("summary", {})
     arts = {"report": out_dir}
     if main:
         arts["forgetting"] = out_dir / "forgetting.json"
     return StageResult(artifacts=arts, metrics=metrics)
+
+
+KIND = StageKind("analyze", AnalyzeStage, run_analyze,
+                 refs={"adapters": ADAPTER_KINDS, "masks": ("calibrate",), "forgetting": ("evaluate",)},
+                 resolve=resolve, checks=(check_masks,), doc="forgetting matrices and the subspace report")

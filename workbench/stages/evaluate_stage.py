@@ -1,4 +1,5 @@
-"""Executor of the ``evaluate`` stage kind: every listed task on the base (+ adapter).
+"""The ``evaluate`` stage kind: every listed task on the base model (+ the adapter of ``adapter``), and with
+``harness: lm_eval`` the ``lm_eval_tasks`` through lm-evaluation-harness, stored as ``lm_eval/<task>``.
 
 Results are written after each task (``results.json``, atomically), and a resumed stage skips the tasks
 already there: a kill while evaluating task 3 of 4 recomputes only task 3 and 4.
@@ -8,10 +9,127 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+from pydantic import BaseModel, Field, model_validator
 
 from workbench.graph.task import StageResult
 from workbench.io.atomic import atomic_write_json
-from workbench.stages.common import artifact, base_spec, task_of
+from workbench.pipeline.kinds import ADAPTER_KINDS, StageKind, StageSettings
+from workbench.pipeline.schema import Ref, TaskName
+from workbench.stages.common import artifact, base_spec, fmt, stage_tracker, task_of
+from workbench.stages.timing import phase, timed_stage
+
+
+class EvaluateStage(StageSettings):
+    """Score an adapter (or the base model alone when ``adapter`` is null) on tasks."""
+
+    adapter: Optional[Ref] = None
+    tasks: list[TaskName] = []  # at least one, unless lm_eval_tasks has some (checked below)
+    limit: Optional[Annotated[int, Field(ge=1)]] = None
+    max_new_tokens: Optional[Annotated[int, Field(ge=1)]] = None
+    # Judge and decoding (None: the task kind's defaults, greedy). The judge names are workbench.evaluate.metrics.safety.JUDGES (tests/test_judges.py checks they agree).
+    judge: Optional[Literal["qi2023_keyword", "lori_official"]] = Field(
+        None, description="safety judge (default qi2023_keyword); safety tasks only")
+    temperature: Optional[Annotated[float, Field(ge=0.0)]] = Field(
+        None, description="sampling temperature; above 0 samples, 0 or unset is greedy")
+    top_p: Optional[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(None, description="nucleus sampling mass")
+    samples_per_prompt: Optional[Annotated[int, Field(ge=1)]] = Field(
+        None, description="generations per problem for pass@k; code tasks only")
+    stop: Optional[list[str]] = Field(None, description="extra stop strings")
+    max_length: Optional[Annotated[int, Field(ge=2)]] = Field(
+        None, description="cap on prompt plus generated tokens (the official HumanEval harness: 512)")
+    # EleutherAI lm-evaluation-harness tasks (workbench/evaluate/lm_eval_bridge.py), reported as lm_eval/<task>
+    harness: Literal["workbench", "lm_eval"] = Field(
+        "workbench", description="lm_eval: also run lm_eval_tasks with lm-evaluation-harness (workbench[lm-eval])")
+    lm_eval_tasks: list[Annotated[str, Field(min_length=1)]] = Field(
+        [], description="lm-eval task, group or tag names (harness: lm_eval)")
+    include_path: Optional[str] = Field(
+        None, description="directory of local lm-eval task YAML, relative to the pipeline file")
+    lm_eval_chat_template: bool = Field(False, description="lm-eval prompts in the tokenizer's chat template")
+
+    @model_validator(mode="after")
+    def _harness_fields(self):
+        lm_eval = self.harness == "lm_eval"
+        if lm_eval and not self.lm_eval_tasks:
+            raise ValueError("harness: lm_eval needs lm_eval_tasks (one or more lm-eval task names)")
+        if not lm_eval and (self.lm_eval_tasks or self.include_path or self.lm_eval_chat_template):
+            raise ValueError("lm_eval_tasks, include_path and lm_eval_chat_template need harness: lm_eval")
+        if not self.tasks and not lm_eval:
+            raise ValueError("tasks: give at least one task (or harness: lm_eval with lm_eval_tasks)")
+        return self
+
+
+EVAL_OPTIONAL = ("judge", "temperature", "top_p", "samples_per_prompt", "stop", "max_length")
+
+
+class EvaluateDefaults(BaseModel):
+    """What evaluate stages take from ``defaults:``."""
+
+    eval_limit: Optional[Annotated[int, Field(ge=1)]] = Field(
+        None, description="prompts per task in evaluate stages; default: all")
+    max_new_tokens: Annotated[int, Field(ge=1)] = Field(128, description="tokens generated per prompt")
+
+
+def resolve(stage, ctx) -> dict:
+    d = ctx.defaults
+    return {"tasks": list(stage.tasks), "task_specs": {t: s for t in stage.tasks if (s := ctx.task_spec(t))},
+            "limit": stage.limit if stage.limit is not None else d.eval_limit,
+            "max_new_tokens": stage.max_new_tokens or d.max_new_tokens,
+            **{k: getattr(stage, k) for k in EVAL_OPTIONAL},
+            "template": d.template,  # the prompt template of the training settings (defaults.template)
+            **lm_eval_params(stage, ctx.base_dir)}
+
+
+def lm_eval_params(stage, base_dir: Path) -> dict:
+    """The lm-eval settings of a resolved stage.
+
+    ``include_path`` is made absolute (relative to the pipeline file), and the SHA-256 of its task YAML
+    files joins the key, so editing a local task re-runs the stage.
+    """
+    from workbench.hashing import sha256_text
+
+    out = {"harness": stage.harness, "lm_eval_tasks": list(stage.lm_eval_tasks),
+           "lm_eval_chat_template": stage.lm_eval_chat_template, "include_path": None}
+    if stage.include_path is not None:
+        root = _include_root(stage.include_path, base_dir).resolve()
+        files = sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+        out["include_path"] = str(root)
+        out["include_digest"] = sha256_text("\n".join(f"{p.relative_to(root)}:{p.read_text(encoding='utf-8')}"
+                                                       for p in files))
+    return out
+
+
+def _include_root(include_path: str, base_dir: Path) -> Path:
+    root = Path(include_path).expanduser()
+    return root if root.is_absolute() else Path(base_dir) / root
+
+
+def check_lm_eval(parts, name: str, stage) -> list:
+    """With ``harness: lm_eval``: lm-eval is installed, and ``include_path`` is a directory (relative to the
+    pipeline file). Task names are checked when the stage runs (indexing the harness's tasks takes ~10 s)."""
+    import importlib.util
+
+    from workbench.pipeline.problems import Problem
+
+    out = []
+    if stage.harness == "lm_eval" and importlib.util.find_spec("lm_eval") is None:
+        path = ("stages", name, "harness")
+        out.append(Problem(parts.located.where(path), path,
+                           'lm-eval is not installed; install the extra: pip install "workbench[lm-eval]"'))
+    if stage.include_path is not None and not _include_root(stage.include_path, parts.base_dir).is_dir():
+        path = ("stages", name, "include_path")
+        out.append(Problem(parts.located.where(path), path, f"'{stage.include_path}' is not a directory "
+                                                            "(of lm-eval task YAML; relative to the pipeline file)"))
+    return out
+
+
+def uses(stage, ctx) -> list:
+    return [(("tasks", i), "task", t) for i, t in enumerate(stage.tasks)]
+
+
+def summary(metrics: dict) -> str:
+    return ", ".join(f"{t}: {m.get('primary')}={fmt(m.get('value'))}" for t, m in metrics.items())
 
 
 def _done(path: Path) -> dict:
@@ -23,23 +141,80 @@ def _done(path: Path) -> dict:
         return {}
 
 
+def sampling(p: dict) -> dict:
+    """GenerationConfig fields from a resolved evaluate stage's decoding settings."""
+    out = {}
+    if p.get("temperature"):
+        out.update(do_sample=True, temperature=float(p["temperature"]))
+    if p.get("top_p") is not None:
+        out["top_p"] = float(p["top_p"])
+    if p.get("stop"):
+        out["stop"] = tuple(p["stop"])
+    if p.get("max_length") is not None:
+        out["max_length"] = int(p["max_length"])
+    return out
+
+
+def kind_options(task, p: dict) -> dict:
+    """The settings one task kind takes: the judge for safety, samples per prompt for code."""
+    from workbench.data.registry import get_task
+
+    if not (p.get("judge") or p.get("samples_per_prompt")):
+        return {}  # nothing kind-specific asked for: no lookup (an evaluator may score tasks it registers itself)
+    kind = get_task(task).kind
+    if kind == "safety" and p.get("judge"):
+        return {"judge": p["judge"]}
+    if kind == "code" and p.get("samples_per_prompt"):
+        return {"n_samples": int(p["samples_per_prompt"])}
+    return {}
+
+
+@timed_stage("evaluate")
 def run_evaluate(task, inputs, out_dir: Path, context) -> StageResult:
+    """Evaluate every task not already in ``results.json``."""
     from workbench.evaluate.api import evaluate_task, load_for_eval
     from workbench.evaluate.generate import GenerationConfig
+    from workbench.tracking import log_evaluation
 
     p = task.params
     out = Path(out_dir) / "results.json"
     results = _done(out) if context.resume else {}
     todo = [t for t in p["tasks"] if t not in results]
-    if todo:
+    lm_todo = [t for t in p.get("lm_eval_tasks", []) if f"lm_eval/{t}" not in results]
+    if lm_todo:
+        from workbench.evaluate.lm_eval_bridge import check_tasks, manager_for
+
+        manager = manager_for(lm_todo, p.get("include_path"))
+        check_tasks(lm_todo, manager)  # before any weight is loaded
+    if todo or lm_todo:
         adapter = artifact(inputs, task, "adapter", "adapter")
-        model, tok, info = load_for_eval(adapter, base=base_spec(p).name)
-        gen = GenerationConfig(max_new_tokens=p.get("max_new_tokens", 128))
+        spec = base_spec(p)
+        with phase("load"):
+            model, tok, info = load_for_eval(adapter, base=spec.name, trust_remote_code=spec.trust_remote_code)
+        gen = GenerationConfig(max_new_tokens=p.get("max_new_tokens", 128), **sampling(p))
         specs = p.get("task_specs") or {}
         for name in todo:
             t = task_of({"task": name, "task_spec": specs.get(name)})
-            results[name] = evaluate_task(model, tok, t, limit=p.get("limit"), gen=gen)
+            if p.get("template", "workbench") != "workbench":
+                from workbench.protocols import with_template
+
+                t = with_template(t, p["template"])
+            results[name] = evaluate_task(model, tok, t, limit=p.get("limit"), gen=gen, **kind_options(t, p))
             atomic_write_json(out, {"model": info, "tasks": results})
+        if lm_todo:
+            from workbench.evaluate.lm_eval_bridge import run_lm_eval
+
+            harness = run_lm_eval(model, tok, lm_todo, manager=manager, include_path=p.get("include_path"),
+                                  limit=p.get("limit"), apply_chat_template=p.get("lm_eval_chat_template", False))
+            results.update(harness["tasks"])
+            atomic_write_json(out, {"model": info, "tasks": results})
+    with stage_tracker(task, context) as tracker:  # every metric, and the forgetting curves' points
+        log_evaluation(tracker, task.name, results, context.options.get("eval_positions", {}).get(task.name, 0))
     metrics = {name: {"primary": r["primary"], "value": r["metrics"].get(r["primary"]), "nll": r["metrics"].get("nll"),
                       "higher_is_better": r["higher_is_better"]} for name, r in results.items()}
     return StageResult(artifacts={"results": out}, metrics=metrics)
+
+
+KIND = StageKind("evaluate", EvaluateStage, run_evaluate, refs={"adapter": ADAPTER_KINDS}, resolve=resolve,
+                 uses=uses, checks=(check_lm_eval,), defaults=EvaluateDefaults, summary=summary,
+                 doc="score an adapter (or the base model) on tasks")

@@ -1,35 +1,67 @@
-"""A short Markdown overview of a finished run: stages, their headline numbers, the forgetting matrix."""
+"""A short Markdown overview of a finished run: every stage with its headline numbers.
+
+Each stage kind writes its own headline (``StageKind.summary``, in the kind's module). A training stage's
+metrics get ``heldout`` added here, when evaluate stages scored its own task before and after it: the
+held-out NLL says what the stage did, the batch loss of its first and last steps mostly says which
+batches they were.
+"""
 
 from __future__ import annotations
 
 
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+def _evaluated_nll(pipeline, results: dict, adapter: str | None, task: str, base) -> float | None:
+    """The held-out NLL of ``task`` from the first finished evaluation of ``adapter`` (None: of the base
+    model ``base``), in run order."""
+    for name in pipeline.order():
+        t = pipeline.task(name)
+        scored = t.input("adapter")
+        if name not in results or task not in (t.params.get("tasks") or ()):
+            continue
+        if (scored.name if scored is not None else None) != adapter or (adapter is None and t.params.get("base") != base):
+            continue
+        nll = (results[name].metrics.get(task) or {}).get("nll")
+        if nll is not None:
+            return nll
+    return None
 
 
-def _num(v, digits: int) -> str:
-    """Counts and rates at their own precision, with thousands separators: 1,244,160 trainable, 2,385 MB."""
-    return "-" if v is None else f"{v:,.{digits}f}"
-
-
-def _headline(kind: str, metrics: dict) -> str:
-    if kind in ("train", "continue"):
-        # runs from before loss_head/loss_tail existed show the single first and last batch
-        head, tail = metrics.get("loss_head", metrics.get("first_loss")), metrics.get("loss_tail", metrics.get("last_loss"))
-        window = f" (mean of first/last {metrics['loss_window']} steps)" if metrics.get("loss_window", 1) > 1 else ""
-        return (f"loss {_fmt(head)} -> {_fmt(tail)}{window}, {metrics.get('steps')} steps, "
-                f"{_num(metrics.get('tokens_per_s'), 1)} tok/s, {_num(metrics.get('trainable_params'), 0)} trainable, "
-                f"peak RSS {_num(metrics.get('peak_rss_mb'), 0)} MB")
-    if kind == "calibrate":
-        return f"kept {metrics.get('kept')} (density {_fmt(metrics.get('density'))})"
-    if kind == "evaluate":
-        return ", ".join(f"{t}: {m.get('primary')}={_fmt(m.get('value'))}" for t, m in metrics.items())
-    return ""
+def heldout_change(pipeline, results: dict, name: str) -> dict | None:
+    """``{"task", "before", "after"}``: the held-out NLL of a training stage's own task evaluated on the
+    model it started from (the adapter of ``from``, else the base model) and on its own adapter; None when
+    either evaluation is missing (a probe, or a run without evaluate stages)."""
+    t = pipeline.task(name)
+    task = t.params.get("task")
+    if task is None or "adapter" not in results[name].artifacts:
+        return None
+    start = t.input("from")
+    after = _evaluated_nll(pipeline, results, name, task, None)
+    before = _evaluated_nll(pipeline, results, start.name if start is not None else None, task, t.params.get("base"))
+    if after is None or before is None:
+        return None
+    return {"task": task, "before": before, "after": after}
 
 
 def summary_markdown(pipeline, results: dict) -> str:
+    """``summary.md``: one table row per finished stage, in execution order."""
+    from workbench.pipeline.kinds import stage_kinds
+
+    kinds = stage_kinds()
     lines = [f"# Run: {pipeline.name}", "", "| stage | kind | result |", "|---|---|---|"]
     for name in pipeline.order():
         if name in results:
-            lines.append(f"| {name} | {pipeline.task(name).kind} | {_headline(pipeline.task(name).kind, results[name].metrics)} |")
+            kind = pipeline.task(name).kind
+            metrics = results[name].metrics
+            change = heldout_change(pipeline, results, name)
+            if change is not None:
+                metrics = {**metrics, "heldout": change}
+            headline = kinds.get(kind).summary(metrics) if kind in kinds else ""
+            lines.append(f"| {name} | {kind} | {headline} |")
     return "\n".join(lines) + "\n"
+
+
+def time_markdown(pipeline, results: dict, run_dir) -> str:
+    """The end of ``summary.md``: time by kind (load, train, evaluate, ...) and per stage with its peak RSS,
+    from the manifest of ``run_dir`` and each stage's ``timing.json``."""
+    from workbench.stages.timing import breakdown_markdown, stage_breakdowns
+
+    return breakdown_markdown(stage_breakdowns(run_dir, [n for n in pipeline.order() if n in results]))

@@ -40,16 +40,19 @@ def plan_steps(n_examples: int, batch_size: int, steps: int, epochs: float, seed
 
 
 def split_micro(batch: list[int], lengths: list[int], parts: int) -> list[list[int]]:
-    """Split one global batch into ``parts`` micro-batches of near-equal token counts.
+    """Split one global batch into ``parts`` micro-batches of equal size and near-equal token counts.
 
-    Examples are sorted by length (ties by index) and dealt greedily to the lightest part, so each
-    micro-batch holds similar lengths (little padding when padded) and similar work across processes.
+    Examples are sorted by length (ties by index) and dealt greedily to the lightest part that is not yet
+    full, so each micro-batch holds ``len(batch) / parts`` examples (each of N processes sees 1/N of every
+    global batch), similar lengths (little padding when padded) and similar work across processes.
+    ``len(batch)`` must be a multiple of ``parts`` (the loop checks ``batch_size``).
     """
     order = sorted(batch, key=lambda i: (-lengths[i], i))
     bins: list[list[int]] = [[] for _ in range(parts)]
     load = [0] * parts
+    size = -(-len(batch) // parts)
     for i in order:
-        j = min(range(parts), key=lambda p: (load[p], p))
+        j = min((p for p in range(parts) if len(bins[p]) < size), key=lambda p: (load[p], p))
         bins[j].append(i)
         load[j] += lengths[i]
     return bins

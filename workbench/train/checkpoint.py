@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from workbench.errors import ConfigError, WorkbenchError
+from workbench.errors import ConfigError
+from workbench.hashing import sha256_file
 from workbench.io.atomic import atomic_write_json, clean_stale_temps
-from workbench.io.tensors import load_tensors, save_tensors, sha256_file
+from workbench.io.tensors import load_tensors, save_tensors
 
 log = logging.getLogger(__name__)
 COMMIT = "COMMITTED.json"
@@ -84,11 +85,17 @@ def restore_checkpoint(ckpt: Checkpoint, params: dict[str, torch.Tensor], optimi
     torch.set_rng_state(rng["torch"])
 
 
-def latest_checkpoint(root: Path) -> Checkpoint | None:
-    """The newest *committed and verified* checkpoint under ``root``; incomplete ones are skipped, logged."""
+def latest_checkpoint(root: Path, clean: bool = True) -> Checkpoint | None:
+    """The newest *committed and verified* checkpoint under ``root``; incomplete ones are skipped, logged.
+
+    Args:
+        clean: first delete temporary files an interrupted write left (the main process only: the others
+            of a multi-process run read, never delete).
+    """
     if not root.is_dir():
         return None
-    clean_stale_temps(root)
+    if clean:
+        clean_stale_temps(root)
     for path in sorted(root.glob("step-*"), reverse=True):
         reason = _verify(path)
         if reason is None:
@@ -140,7 +147,3 @@ def check_same_world(old: dict, new: dict, where: Path, force: bool) -> bool:
 def _short(v) -> str:
     s = json.dumps(v, sort_keys=True, default=str)
     return s if len(s) <= 120 else s[:117] + "..."
-
-
-class TrainingFailed(WorkbenchError):
-    """Training stopped (non-finite loss); the last committed checkpoint is kept."""

@@ -1,15 +1,12 @@
-"""Built-in adapter methods, one module each; importing this package registers them."""
+"""Built-in adapter methods, one module each; importing this package registers every module in it.
+
+The modules are found by scanning the package (no list to keep): a new method is one new file here that
+calls :func:`workbench.adapters.registry.register_method`.
+"""
 
 import importlib
+import pkgutil
 
-BUILTIN = ["lora", "lori_d", "lori_s"]
-OPTIONAL = ["lora_fa", "lora_plus", "qlora", "lora_drop", "adalora", "dora", "longlora"]
-
-for _name in BUILTIN:
-    importlib.import_module(f"{__name__}.{_name}")
-for _name in OPTIONAL:
-    try:
-        importlib.import_module(f"{__name__}.{_name}")
-    except ModuleNotFoundError as _exc:  # a method not built in this checkout
-        if _exc.name != f"{__name__}.{_name}":
-            raise
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+    if not _info.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_info.name}")

@@ -12,13 +12,11 @@ Note for merges and analytics: an adapter's ``factors()`` (B, A, scaling) are no
 DoRA adapter; the magnitude rescales each row, so factor-space merges do not apply to it as they are.
 """
 
-import torch
-
-from workbench.adapters.factors import PEFT_PREFIX
 from workbench.adapters.method import Method, lora_layers
 from workbench.adapters.peft_config import lora_config
-from workbench.adapters.registry import METHODS
+from workbench.adapters.registry import register_method
 from workbench.errors import MismatchError
+from workbench.keys import PEFT_PREFIX
 
 
 def magnitude_key(module: str) -> str:
@@ -40,6 +38,8 @@ class Dora(Method):
         Raises:
             MismatchError: the adapter to continue has no magnitude vector for a module (not a DoRA adapter).
         """
+        import torch
+
         super().init_weights(pm, spec, init)
         if init is None:
             return
@@ -56,4 +56,4 @@ class Dora(Method):
             layer.lora_magnitude_vector["default"].weight.requires_grad_(True)
 
 
-METHODS.add("dora", Dora(), reference="https://arxiv.org/abs/2402.09353")
+register_method(Dora(), reference="https://arxiv.org/abs/2402.09353")

@@ -22,37 +22,52 @@ tied to ``lm_head`` (PEFT's ``ensure_weight_tying``).
 """
 
 import dataclasses
+from typing import Optional
 
-from workbench.adapters.method import Method
-from workbench.adapters.registry import METHODS
-from workbench.adapters.s2attn import use_s2attn
-from workbench.errors import ConfigError
+from pydantic import Field
+
+from workbench.adapters.method import Method, MethodOptions
+from workbench.adapters.registry import register_method
 
 DEFAULT_TRAINABLE = ("embed_tokens", "norm")
+
+
+class LongLoraOptions(MethodOptions):
+    group_size: Optional[int] = Field(None, ge=1, description="tokens per S2-Attn group (overrides group_ratio)")
+    group_ratio: float = Field(0.25, gt=0, le=1, description="group size as a fraction of the sequence")
+    trainable_modules: list[str] = Field(list(DEFAULT_TRAINABLE), min_length=1, strict=False,
+                                         description="module-name suffixes trained in full (modules_to_save)")
 
 
 class LongLora(Method):
     name = "longlora"
     train_a = True
+    Options = LongLoraOptions
 
     def peft_config(self, spec, base_name=None):
         # ensure_weight_tying: with tied input/output embeddings the trained copy stays tied to lm_head.
         return dataclasses.replace(super().peft_config(spec, base_name), ensure_weight_tying=True,
-                                   modules_to_save=list(spec.option("trainable_modules", DEFAULT_TRAINABLE)))
+                                   modules_to_save=list(self.options(spec).trainable_modules))
 
     def attach(self, model, spec, init=None, mask=None, base_name=None):
         """Switch the base to S2-Attn for training, then attach LoRA with trainable embeddings and norms.
 
         Raises:
-            ConfigError: ``group_size`` < 1 or ``group_ratio`` outside (0, 1].
+            ConfigError: ``group_size`` < 1 or ``group_ratio`` outside (0, 1] (any bad option).
         """
-        size, ratio = spec.option("group_size"), float(spec.option("group_ratio", 0.25))
-        if size is not None and int(size) < 1:
-            raise ConfigError(f"options.group_size: must be >= 1 (got {size})")
-        if not 0 < ratio <= 1:
-            raise ConfigError(f"options.group_ratio: must be in (0, 1] (got {ratio})")
-        use_s2attn(model, group_size=size, ratio=ratio)
+        from workbench.adapters.s2attn import use_s2attn
+
+        opts = self.options(spec)
+        use_s2attn(model, group_size=opts.group_size, ratio=opts.group_ratio)
         return super().attach(model, spec, init=init, mask=mask, base_name=base_name)
 
+    def trainable(self, adapter) -> int | None:
+        """LoRA's A and B plus the fully trained modules (``modules_to_save``: embeddings, norms). A tied
+        ``lm_head`` is saved as a copy of the embedding but is one parameter: not counted again."""
+        suffixes = tuple(adapter.config.get("modules_to_save") or ())
+        full = sum(t.numel() for k, t in adapter.tensors.items()
+                   if ".lora_" not in k and k.removesuffix(".weight").endswith(suffixes))
+        return super().trainable(adapter) + full
 
-METHODS.add("longlora", LongLora(), reference="https://arxiv.org/abs/2309.12307")
+
+register_method(LongLora(), reference="https://arxiv.org/abs/2309.12307")

@@ -4,7 +4,7 @@ A is initialised from the adapter seed (PEFT's kaiming-uniform distribution) so 
 """
 
 from workbench.adapters.method import Method
-from workbench.adapters.registry import METHODS
+from workbench.adapters.registry import register_method
 
 
 class Lora(Method):
@@ -12,4 +12,4 @@ class Lora(Method):
     train_a = True
 
 
-METHODS.add("lora", Lora(), reference="https://arxiv.org/abs/2106.09685")
+register_method(Lora(), reference="https://arxiv.org/abs/2106.09685")

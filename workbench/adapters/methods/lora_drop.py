@@ -1,7 +1,8 @@
 """``lora_drop``: LoRA-drop (Zhou et al. 2024, arXiv:2402.07721): keep LoRA where its output matters,
 share one LoRA across the rest.
 
-Two phases (:func:`run_lora_drop`): (1) train plain LoRA briefly on a sample of the data and score every
+Two phases (:meth:`LoraDrop.run`, the method's training phases, called by the loop with its single
+phase to call back, so this module never imports the loop): (1) train plain LoRA briefly on a sample of the data and score every
 adapted module by the mean squared norm of its LoRA output ``||s B A x||^2`` over the sample's tokens
 (:func:`lora_importances`); normalise the scores to sum to 1, sort them, and keep modules until the
 cumulative importance reaches ``threshold`` (or keep the ``top_n`` best) (:func:`lora_drop_select`);
@@ -18,7 +19,7 @@ PEFT's: the LoRA layers. Ours: importance scoring, selection, parameter tying an
 
 Options: ``threshold`` (0.9), ``top_n`` (instead of the threshold), ``probe_fraction`` (0.1 of the
 examples, at least one batch), ``probe_steps`` (default: one epoch over the sample); ``dropped`` (the
-module keys to share; set by :func:`run_lora_drop`, needed by :meth:`LoraDrop.attach`).
+module keys to share; set by :meth:`LoraDrop.run`, needed by :meth:`LoraDrop.attach`).
 """
 
 from __future__ import annotations
@@ -26,14 +27,25 @@ from __future__ import annotations
 import dataclasses
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
-import torch
+from pydantic import Field
 
-from workbench.adapters.factors import projection_of
-from workbench.adapters.method import Method, lora_layers
-from workbench.adapters.registry import METHODS
-from workbench.adapters.spec import AdapterSpec
+from workbench.adapters.method import Method, MethodOptions, lora_layers
+from workbench.adapters.registry import register_method
 from workbench.errors import ConfigError, MismatchError
+from workbench.keys import A_SUFFIX, B_SUFFIX, module_key, projection_of
+
+if TYPE_CHECKING:
+    import torch
+
+
+class LoraDropOptions(MethodOptions):
+    threshold: float = Field(0.9, gt=0, le=1, description="cumulative importance the kept modules reach")
+    top_n: Optional[int] = Field(None, ge=1, description="keep exactly this many modules (overrides threshold)")
+    probe_fraction: float = Field(0.1, gt=0, le=1, description="share of the examples the probe trains on")
+    probe_steps: int = Field(0, ge=0, description="probe optimizer steps (0: one epoch over the sample)")
+    dropped: Optional[list[str]] = Field(None, strict=False, description="module keys sharing LoRA (set by run)")
 
 
 def lora_drop_select(importances: dict[str, float], threshold: float | None = 0.9,
@@ -79,7 +91,6 @@ def _count_to_threshold(sorted_scores: list[float], threshold: float) -> int:
     return len(sorted_scores)
 
 
-@torch.no_grad()
 def lora_importances(pm, input_ids: list[list[int]] | torch.Tensor) -> dict[str, float]:
     """Mean squared norm of each LoRA module's output ``s B A x`` over the tokens of a fixed sample.
 
@@ -91,6 +102,8 @@ def lora_importances(pm, input_ids: list[list[int]] | torch.Tensor) -> dict[str,
     Returns:
         module key -> importance (not normalised).
     """
+    import torch
+
     layers = lora_layers(pm)
     sums = {m: 0.0 for m in layers}
     tokens = {m: 0 for m in layers}
@@ -101,8 +114,9 @@ def lora_importances(pm, input_ids: list[list[int]] | torch.Tensor) -> dict[str,
     try:
         rows = input_ids if isinstance(input_ids, torch.Tensor) else [torch.tensor([ids]) for ids in input_ids]
         device = next(pm.parameters()).device
-        for ids in rows:
-            pm(input_ids=ids.reshape(-1, ids.shape[-1]).to(device), use_cache=False)
+        with torch.no_grad():
+            for ids in rows:
+                pm(input_ids=ids.reshape(-1, ids.shape[-1]).to(device), use_cache=False)
     finally:
         for h in hooks:
             h.remove()
@@ -148,25 +162,74 @@ def tie_dropped(pm, dropped: list[str]) -> dict[str, str]:
 class LoraDrop(Method):
     name = "lora_drop"
     train_a = True
+    Options = LoraDropOptions
 
     def attach(self, model, spec, init=None, mask=None, base_name=None):
         """Attach LoRA, then tie the parameters of the modules listed in ``options.dropped``.
 
         Raises:
-            ConfigError: no ``dropped`` option (the selection comes from :func:`run_lora_drop`).
+            ConfigError: no ``dropped`` option (the selection comes from :meth:`run`).
         """
-        dropped = spec.option("dropped")
+        dropped = self.options(spec).dropped
         if dropped is None:
-            raise ConfigError("method 'lora_drop' needs its module selection: run it with run_lora_drop "
-                              "(or set options.dropped to the module keys that share LoRA)")
+            raise ConfigError("method 'lora_drop' needs its module selection: train it with the workbench loop "
+                              "(workbench.train; its probe phase selects the modules), or set options.dropped "
+                              "to the module keys that share LoRA")
         pm = super().attach(model, spec, init=init, mask=mask, base_name=base_name)
         tie_dropped(pm, list(dropped))
         return pm
 
-    @staticmethod
-    def run(model, examples, spec, cfg, out_dir, **kwargs):
-        """The two-phase runner (:func:`run_lora_drop`), used in place of the plain loop."""
-        return run_lora_drop(model, examples, spec, cfg, out_dir, **kwargs)
+    def run(self, phase, model, examples: list[dict], spec, cfg, out_dir, *, progress: bool = True,
+            force: bool = False, meta: dict | None = None, **train_kw):
+        """Run LoRA-drop: probe training on a sample, importance selection, then full training.
+
+        Args:
+            phase: the loop's single training run (``workbench.train.loop.train_phase``), called twice.
+            model: a transformers causal LM (wrapped in place; the probe LoRA is removed before phase 2).
+            examples, cfg, progress, force, train_kw: as for :func:`workbench.train.loop.train`.
+            spec: a ``lora_drop`` spec; its options set threshold / top_n / probe_fraction / probe_steps.
+            out_dir: phase 2 writes ``out_dir/adapter``; the probe run lives in ``out_dir/probe``.
+
+        Returns:
+            Phase 2's ``TrainResult``; its adapter's workbench.json records the importances and the selection.
+
+        Raises:
+            ConfigError: bad options (see :func:`lora_drop_select`).
+        """
+        opts = self.options(spec)
+        sample = probe_sample(examples, opts.probe_fraction, cfg.batch_size, cfg.seed)
+        probe_cfg = dataclasses.replace(cfg, steps=opts.probe_steps, epochs=1.0, checkpoint_every=0)
+        probe_spec = dataclasses.replace(spec, method="lora", options=())
+        probe = phase(model, sample, probe_spec, probe_cfg, Path(out_dir) / "probe", progress=progress, force=force,
+                      pad_id=train_kw.get("pad_id", 0))
+        scores = lora_importances(probe.model, [ex["input_ids"] for ex in sample])
+        kept, dropped = lora_drop_select(scores, opts.threshold, opts.top_n)
+        base = probe.model.unload()  # the base without the probe's LoRA layers (weights untouched)
+        full_spec = dataclasses.replace(spec, options={**dict(spec.options), "dropped": tuple(dropped)})
+        record = {"importances": scores, "kept": kept, "dropped": dropped, "probe_examples": len(sample),
+                  "probe_loss": [probe.summary["first_loss"], probe.summary["last_loss"]]}
+        return phase(base, examples, full_spec, cfg, out_dir, progress=progress, force=force,
+                     meta={**(meta or {}), "lora_drop": record}, **train_kw)
+
+    def trainable(self, adapter) -> int | None:
+        """Kept modules' A and B, plus one shared pair per projection type of the dropped modules (the
+        files repeat the shared values under every dropped module's keys)."""
+        dropped = set(((adapter.meta.get("spec") or {}).get("options") or {}).get("dropped") or ())
+        if not dropped and "lora_drop" not in adapter.meta:
+            return None
+        shared: set[str] = set()
+        total = 0
+        for key, t in adapter.tensors.items():
+            if ".lora_" not in key:
+                continue
+            module = module_key(key)
+            if module in dropped and key.endswith((A_SUFFIX, B_SUFFIX)):
+                group = (projection_of(module), key.endswith(A_SUFFIX))
+                if group in shared:
+                    continue
+                shared.add(group)
+            total += t.numel()
+        return total
 
 
 def probe_sample(examples: list[dict], fraction: float, batch_size: int, seed: int) -> list[dict]:
@@ -176,37 +239,4 @@ def probe_sample(examples: list[dict], fraction: float, batch_size: int, seed: i
     return [examples[i] for i in idx]
 
 
-def run_lora_drop(model, examples: list[dict], spec: AdapterSpec, cfg, out_dir, *, progress: bool = True,
-                  force: bool = False, meta: dict | None = None, **train_kw):
-    """Run LoRA-drop: probe training on a sample, importance selection, then full training.
-
-    Args:
-        model: a transformers causal LM (wrapped in place; the probe LoRA is removed before phase 2).
-        examples, cfg, progress, force, train_kw: as for :func:`workbench.train.loop.train`.
-        spec: a ``lora_drop`` spec; its options set threshold / top_n / probe_fraction / probe_steps.
-        out_dir: phase 2 writes ``out_dir/adapter``; the probe run lives in ``out_dir/probe``.
-
-    Returns:
-        Phase 2's ``TrainResult``; its adapter's workbench.json records the importances and the selection.
-
-    Raises:
-        ConfigError: bad options (see :func:`lora_drop_select`).
-    """
-    from workbench.train.loop import train
-
-    sample = probe_sample(examples, float(spec.option("probe_fraction", 0.1)), cfg.batch_size, cfg.seed)
-    probe_cfg = dataclasses.replace(cfg, steps=int(spec.option("probe_steps", 0)), epochs=1.0, checkpoint_every=0)
-    probe_spec = dataclasses.replace(spec, method="lora", options=())
-    probe = train(model, sample, probe_spec, probe_cfg, Path(out_dir) / "probe", progress=progress, force=force,
-                  pad_id=train_kw.get("pad_id", 0))
-    scores = lora_importances(probe.model, [ex["input_ids"] for ex in sample])
-    kept, dropped = lora_drop_select(scores, spec.option("threshold", 0.9), spec.option("top_n"))
-    base = probe.model.unload()  # the base without the probe's LoRA layers (weights untouched)
-    full_spec = dataclasses.replace(spec, options={**dict(spec.options), "dropped": tuple(dropped)})
-    record = {"importances": scores, "kept": kept, "dropped": dropped, "probe_examples": len(sample),
-              "probe_loss": [probe.summary["first_loss"], probe.summary["last_loss"]]}
-    return train(base, examples, full_spec, cfg, out_dir, progress=progress, force=force,
-                 meta={**(meta or {}), "lora_drop": record}, **train_kw)
-
-
-METHODS.add("lora_drop", LoraDrop(), reference="https://arxiv.org/abs/2402.07721")
+register_method(LoraDrop(), reference="https://arxiv.org/abs/2402.07721")

@@ -13,7 +13,7 @@ later gradient-projection optimizer), because the workbench loop builds AdamW fr
 """
 
 from workbench.adapters.method import Method
-from workbench.adapters.registry import METHODS
+from workbench.adapters.registry import register_method
 
 
 class LoraFA(Method):
@@ -21,4 +21,4 @@ class LoraFA(Method):
     train_a = False
 
 
-METHODS.add("lora_fa", LoraFA(), reference="https://arxiv.org/abs/2308.03303")
+register_method(LoraFA(), reference="https://arxiv.org/abs/2308.03303")

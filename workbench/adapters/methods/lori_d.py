@@ -7,7 +7,7 @@ A is ours.
 """
 
 from workbench.adapters.method import Method
-from workbench.adapters.registry import METHODS
+from workbench.adapters.registry import register_method
 
 
 class LoriD(Method):
@@ -15,4 +15,4 @@ class LoriD(Method):
     train_a = False
 
 
-METHODS.add("lori_d", LoriD(), reference="https://arxiv.org/abs/2504.07448")
+register_method(LoriD(), reference="https://arxiv.org/abs/2504.07448")

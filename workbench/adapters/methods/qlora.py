@@ -2,10 +2,13 @@
 
 The base's linear weights are quantized to NF4 (4-bit NormalFloat) with double quantization (the
 per-block scales are quantized too) and dequantized block by block to ``compute_dtype`` in the forward
-pass; the LoRA factors stay in full precision and are the only trained parameters. Loading is the
-core's: ``BaseSpec(quantize="nf4", compute_dtype=..., double_quant=True)`` + ``load_base``
-(``workbench train --quantize nf4``). A 4-bit base works under every method (``lori_d``, ``lori_s`` ...);
-``qlora`` is plain LoRA that checks the base is 4-bit and prepares it for k-bit training.
+pass; the LoRA factors stay in full precision and are the only trained parameters. QLoRA *is* a 4-bit
+base, so the method brings it: :meth:`QLora.resolve_base` turns the base asked for into
+``BaseSpec(quantize="nf4", ...)`` (``workbench train --method qlora`` needs no other flag; a pipeline
+stage with ``method: qlora`` gets it too), and refuses a base explicitly set to full precision
+(``--quantize none``, ``base.quantize: none``). A 4-bit base works under every method (``lori_d``,
+``lori_s`` ...: ``--quantize nf4``); ``qlora`` is plain LoRA that checks the base is 4-bit and prepares it
+for k-bit training.
 
 PEFT's: the 4-bit LoRA layers (``peft.tuners.lora.bnb.Linear4bit``) and
 ``prepare_model_for_kbit_training`` (freezes the base, casts its non-quantized half-precision parameters
@@ -18,9 +21,13 @@ turns it on for every method).
 
 from __future__ import annotations
 
-from workbench.adapters.method import Method
-from workbench.adapters.registry import METHODS
+import dataclasses
+
+from workbench.adapters.method import Method, MethodOptions
+from workbench.adapters.registry import register_method
 from workbench.errors import ConfigError
+
+QUANTIZE = "nf4"
 
 
 def is_4bit(model) -> bool:
@@ -67,9 +74,26 @@ def _quant_state_bytes(qs) -> int:
     return total
 
 
+class QLoraOptions(MethodOptions):
+    gradient_checkpointing: bool = False
+
+
 class QLora(Method):
     name = "qlora"
     train_a = True
+    Options = QLoraOptions
+
+    def resolve_base(self, base):
+        """The base in NF4: an unset ``quantize`` becomes ``nf4``.
+
+        Raises:
+            ConfigError: ``quantize`` is set to anything but ``nf4`` (e.g. ``none``: full precision).
+        """
+        if base.quantize in (None, QUANTIZE):
+            return dataclasses.replace(base, quantize=QUANTIZE)
+        raise ConfigError(f"base.quantize: '{base.quantize}' conflicts with method 'qlora', which trains LoRA on a "
+                          f"4-bit ({QUANTIZE}) base; leave quantize unset (qlora loads the base in {QUANTIZE} "
+                          "itself) or use method 'lora' for a full-precision base")
 
     def attach(self, model, spec, init=None, mask=None, base_name=None):
         """Prepare the 4-bit base for training, then attach plain LoRA.
@@ -81,10 +105,10 @@ class QLora(Method):
 
         if not is_4bit(model):
             raise ConfigError("method 'qlora' needs a 4-bit base: load it with BaseSpec(quantize='nf4') "
-                              "(workbench train --quantize nf4), or use method 'lora' on a full-precision base")
+                              "(workbench train_task and the CLI do), or use method 'lora' on a full-precision base")
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=bool(spec.option("gradient_checkpointing", False)))
+            model, use_gradient_checkpointing=self.options(spec).gradient_checkpointing)
         return super().attach(model, spec, init=init, mask=mask, base_name=base_name)
 
 
-METHODS.add("qlora", QLora(), reference="https://arxiv.org/abs/2305.14314")
+register_method(QLora(), reference="https://arxiv.org/abs/2305.14314")

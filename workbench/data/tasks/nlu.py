@@ -8,7 +8,10 @@ train splits that exist (boolq, social_i_qa, arc-challenge, arc-easy, openbookqa
 ``<subtask>/train.json`` a user adds) are the substitute. HellaSwag is used when a user puts
 ``hellaswag/{train,test}.json`` in the data directory.
 
-Eval splits: one per subtask that has a test file, records ``{"prompt", "answer", "options"}``.
+Eval splits: one per subtask that has a test file, records ``{"prompt", "answer", "options"}``. With
+``template="lori_official"`` training prompts are the official Alpaca text (``get_commonsense``, 20-space
+indentation) and evaluation prompts the official test-file text (``get_default``, 16 spaces, no input
+section): the official code trains and evaluates NLU with these two different texts.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from pathlib import Path
 
 from workbench.data.readers import read_records, report_bad, require_fields
 from workbench.data.selection import join_instruction, seeded_subset
-from workbench.data.task import SAMPLES_DIR, Task, pair, resolve_data_dir
+from workbench.data.task import SAMPLES_DIR, pair, resolve_data_dir
+from workbench.data.tasks.common import TemplatedTask
 
 SUBTASKS = ("boolq", "piqa", "social_i_qa", "arc-challenge", "arc-easy", "openbookqa", "winogrande", "hellaswag")
 ANSWER_FORMAT = re.compile(r"Answer format:\s*([^\n]+?)\s*$")
@@ -43,12 +47,13 @@ def nlu_rows(path: Path, policy: str) -> list[dict]:
             report_bad(where, f"answer '{record['answer']}' is not among the 'Answer format:' options", policy)
             continue
         prompt = join_instruction(record["instruction"], str(record.get("input") or ""))
-        out.append({"prompt": prompt, "response": record["output"], "answer": record["answer"], "options": options})
+        out.append({"prompt": prompt, "response": record["output"], "answer": record["answer"], "options": options,
+                    "raw": {k: record.get(k) for k in ("instruction", "input", "output")}})
     return out
 
 
 @dataclass(frozen=True)
-class NluTask(Task):
+class NluTask(TemplatedTask):
     """Commonsense reasoning (see the module docstring).
 
     Attributes:
@@ -80,17 +85,26 @@ class NluTask(Task):
             rows = self.rows(root, subtask, "train")
             if self.max_per_subtask is not None:
                 rows = seeded_subset(rows, self.max_per_subtask, seed)
-            out += [pair(r["prompt"], r["response"]) for r in rows]
+            out += [self.nlu_pair(r) for r in rows]
         return out
 
+    def nlu_pair(self, row: dict) -> dict:
+        """A training (or held-out) pair from a parsed row, under the task's template."""
+        p = pair(row["prompt"], row["response"])
+        return self.apply_template(row["raw"], p, "train") if self.templated else p
+
     def load_eval(self, split, root):
-        return [{k: r[k] for k in ("prompt", "answer", "options")} for r in self.rows(root, split, "test")]
+        rows = self.rows(root, split, "test")
+        out = [{k: r[k] for k in ("prompt", "answer", "options")} for r in rows]
+        if self.templated:
+            return [self.apply_template(r["raw"], o, "eval") for r, o in zip(rows, out)]
+        return out
 
     def load_heldout(self, root):
         # Interleave the subtasks' test sets so that a limit still covers every subtask.
         per_task = [self.rows(root, s, "test") for s in self.subtasks_with(root, "test")]
         rows = [r for r in chain.from_iterable(zip_longest(*per_task)) if r is not None]
-        return [pair(r["prompt"], r["response"]) for r in rows]
+        return [self.nlu_pair(r) for r in rows]
 
 
 NLU = NluTask(

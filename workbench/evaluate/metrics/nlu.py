@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import re
 
-from workbench.evaluate.metrics.registry import register_kind, select_records
+from workbench.evaluate.metrics.registry import per_prompt, register_kind, select_records
+from workbench.evaluate.model_inputs import model_inputs
 
 ANSWER_PREFIX = "the correct answer is"
 
@@ -41,7 +42,8 @@ def pick_by_loglik(option_scores: list[list[float]], options: list[list[str]]) -
 
 
 def _predict(runner, records: list[dict], mode: str, seed: int) -> tuple[list[str], list[str]]:
-    prompts = [runner.format(r["prompt"], r.get("input", "")) for r in records]
+    # preformatted records (template lori_official) carry their exact prompt and BOS rule
+    runner, prompts = model_inputs(runner, records)
     options = [list(r["options"]) for r in records]
     if mode == "loglik":
         contexts = [f"{p}{ANSWER_PREFIX}" for p in prompts]
@@ -60,14 +62,17 @@ def evaluate_nlu(runner, task, limit: int | None, seed: int, mode: str | None = 
     ``mode``: "generate" or "loglik"; default is the runner's ``nlu_mode`` (itself "generate").
     """
     mode = mode or getattr(runner, "nlu_mode", "generate")
-    details, per_split = {"mode": mode}, {}
+    details, per_split, outcomes = {"mode": mode}, {}, {}
     for split in task.eval_splits():
         records = select_records(task.eval_records(split), limit, seed)
         predictions, outputs = _predict(runner, records, mode, seed)
         per_split[split] = accuracy(predictions, [r["answer"] for r in records])
+        outcomes[f"accuracy/{split}"] = per_prompt(records, [p == r["answer"] for p, r in zip(predictions, records)])
         details[split] = {"n": len(records), "accuracy": per_split[split],
                           "samples": [{"answer": r["answer"], "predicted": p, "output": o}
                                       for r, p, o in zip(records[:2], predictions[:2], outputs[:2])]}
     metrics = {f"accuracy/{s}": v for s, v in per_split.items()}
     metrics["accuracy"] = sum(per_split.values()) / len(per_split) if per_split else float("nan")
-    return {"metrics": metrics, "details": details}
+    if len(outcomes) == 1:  # with several subtasks "accuracy" is a mean of rates, not one per-prompt mean
+        outcomes["accuracy"] = next(iter(outcomes.values()))
+    return {"metrics": metrics, "details": details, "per_prompt": outcomes}

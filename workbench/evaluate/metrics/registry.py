@@ -1,12 +1,14 @@
 """The registry of task kinds: one evaluator per kind (safety, math, code, nlu, custom).
 
-An evaluator is ``fn(runner, task, limit, seed) -> {"metrics": {name: float}, "details": {...}}``. It
-receives a runner (``workbench.evaluate.runner.Runner`` or any object with the same methods) and never
+An evaluator is ``fn(runner, task, limit, seed) -> {"metrics": {name: float}, "details": {...}}``, plus
+``"per_prompt": {metric: {"ids", "values"}}`` for the metrics that are a mean of one 0/1 outcome per prompt
+(:func:`per_prompt`; paired tests by prompt and bootstraps over prompts read them). It receives a runner (``workbench.evaluate.runner.Runner`` or any object with the same methods) and never
 touches the model itself, so each metric file is testable with a fake runner.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from typing import Callable
 
@@ -43,3 +45,14 @@ def select_records(records: list[dict], limit: int | None, seed: int) -> list[di
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
     return [records[i] for i in sorted(order[:limit])]
+
+
+def per_prompt(records: list[dict], outcomes) -> dict:
+    """One metric's per-prompt outcomes: ``{"ids": [...], "values": [0 or 1, ...]}`` in record order.
+
+    An id is the first 12 hex digits of the SHA-1 of the record's prompt and input, so two evaluations
+    of the same records (other adapters, other training seeds) pair up by id whatever their order.
+    """
+    ids = [hashlib.sha1(f"{r.get('prompt', '')}\n\n{r.get('input', '')}".encode("utf-8")).hexdigest()[:12]
+           for r in records]
+    return {"ids": ids, "values": [int(bool(v)) for v in outcomes]}
