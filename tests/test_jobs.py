@@ -265,6 +265,19 @@ def _strip(obj):
     return obj
 
 
+def assert_same_stage_files(a: Path, b: Path) -> dict[str, bytes]:
+    """Two runs wrote the same stage files: tensors and masks byte for byte, JSON after dropping the per-run
+    timing fields (VOLATILE). Returns run ``a``'s files."""
+    f1, f2 = _files(a), _files(b)
+    assert sorted(f1) == sorted(f2)
+    for name, data in f1.items():
+        if name.endswith(".json"):
+            assert _strip(json.loads(data)) == _strip(json.loads(f2[name])), name
+        else:
+            assert data == f2[name], name
+    return f1
+
+
 @pytest.mark.slow
 def test_merge_four_jobs_2_overlaps_and_equals_jobs_1(tmp_path):
     """Four trainings overlap under --jobs 2 and every artifact file equals --jobs 1's: tensors and masks
@@ -284,13 +297,7 @@ def test_merge_four_jobs_2_overlaps_and_equals_jobs_1(tmp_path):
     overlaps = sum(a["started"] < b["finished"] and b["started"] < a["finished"]
                    for i, a in enumerate(trains) for b in trains[i + 1:])
     assert overlaps >= 2, [(t["started"], t["finished"]) for t in trains]
-    f1, f2 = _files(one), _files(out)
-    assert sorted(f1) == sorted(f2)
-    for name, data in f1.items():
-        if name.endswith(".json"):
-            assert _strip(json.loads(data)) == _strip(json.loads(f2[name])), name
-        else:
-            assert data == f2[name], name
+    assert_same_stage_files(one, out)
     tensors = 0
     for n, entry in m1.items():  # and the SHA-256 the manifests recorded, for every non-JSON artifact file
         for art, rec in entry["artifacts"].items():

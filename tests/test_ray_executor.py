@@ -11,7 +11,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason='Ray is an optional extra: pip install "workbench[ray]"')
 
-from test_jobs import _files, _strip  # noqa: E402  (the same comparison as --jobs 2 vs --jobs 1)
+from test_jobs import assert_same_stage_files  # noqa: E402  (the same comparison as --jobs 2 vs --jobs 1)
 
 PIPE = """\
 name: ray-small
@@ -55,13 +55,7 @@ def test_ray_artifacts_equal_the_local_executor(local_ray, small, tmp_path):
     run(pipe, out, sets, progress=False)
     local = out.rename(tmp_path / "local")
     run(pipe, out, sets, progress=False, executor="ray")
-    f1, f2 = _files(local), _files(out)
-    assert sorted(f1) == sorted(f2)
-    for name, data in f1.items():
-        if name.endswith(".json"):
-            assert _strip(json.loads(data)) == _strip(json.loads(f2[name])), name
-        else:
-            assert data == f2[name], name
+    f1 = assert_same_stage_files(local, out)
     assert sum(n.endswith(".safetensors") for n in f1) >= 3
 
 

@@ -41,6 +41,7 @@ from workbench.errors import ConfigError, NonFiniteError
 from workbench.hashing import tensors_hash
 from workbench.io.atomic import clean_stale_temps
 from workbench.models.fingerprint import base_fingerprint
+from workbench.progress import progress as progress_bar
 from workbench.train.batches import (collate_packed, collate_padded, label_tokens, length_chunks, plan_steps,
                                      split_micro)
 from workbench.train.checkpoint import (check_same_world, latest_checkpoint,
@@ -200,7 +201,7 @@ def train_phase(model, examples: list[dict], spec: AdapterSpec, cfg: TrainConfig
     pm.train()
     pm_, opt_ = acc.prepare(pm, opt)
     lengths = [len(ex["input_ids"]) for ex in examples]
-    bar = _progress(progress and acc.is_main_process, len(plan), start)
+    bar = progress_bar(len(plan), "train", "step", initial=start, enabled=progress and acc.is_main_process)
     t0, tokens_seen, peak = time.perf_counter(), 0, _rss_mb()  # tokens_seen: this run's, every process's
     for step in range(start, len(plan)):
         micro = split_micro(plan[step], lengths, parts)
@@ -318,12 +319,6 @@ def _should_checkpoint(cfg: TrainConfig, step: int, total: int) -> bool:
 
 def _collate(examples: list[dict], batching: str, pad_id: int) -> dict:
     return collate_packed(examples) if batching == "packed" else collate_padded(examples, pad_id)
-
-
-def _progress(enabled: bool, total: int, start: int):
-    from workbench.progress import progress
-
-    return progress(total, "train", "step", initial=start, enabled=enabled)
 
 
 def _tick(bar, loss: float, tokens: int, t0: float) -> None:
