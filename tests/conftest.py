@@ -1,6 +1,17 @@
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_base_eval_index(tmp_path_factory):
+    """No test reads or writes the user's ~/.cache base-evaluation index, and every run evaluates its base
+    model as before (workbench/stages/reuse.py); tests/test_reuse.py turns reuse on with its own index.
+    Session scope so that module-scoped fixtures running pipelines see it too."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WORKBENCH_BASE_EVAL_INDEX", str(tmp_path_factory.mktemp("cache") / "base-evals.json"))
+        mp.setenv("WORKBENCH_REUSE_BASE_EVAL", "0")
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     from transformers import AutoTokenizer

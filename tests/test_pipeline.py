@@ -191,9 +191,12 @@ _NOT_IN_PARAMS = {"kind": "the Task's kind", "steps": "resolved as steps/epochs 
 
 @pytest.mark.parametrize("kind", sorted(schema.KIND_MODELS))
 def test_every_stage_field_is_part_of_the_cache_key(kind):
-    """A field left out of Task.params would change a stage without changing its key: a stale cache hit."""
-    params = set().union(*(t.params for t in load_pipeline("pipelines/merge-four.yaml").tasks() if t.kind == kind),
-                         *(t.params for t in load_pipeline("safety->math").tasks() if t.kind == kind))
+    """A field left out of Task.params would change a stage without changing its key: a stale cache hit.
+    Some fields enter the params only away from their default (so that keys from before they existed
+    stay valid): the signal preset (``nll_only``) and the official protocol (``pad_token``) set them."""
+    pipes = [load_pipeline("pipelines/merge-four.yaml"), load_pipeline("safety->math"),
+             load_pipeline("safety->math", preset="signal"), load_pipeline("safety->math", protocol="official")]
+    params = set().union(*(t.params for pipe in pipes for t in pipe.tasks() if t.kind == kind))
     model = schema.KIND_MODELS[kind]
     fields = {f.alias or n for n, f in model.model_fields.items()} - set(schema.REF_FIELDS[kind]) - set(_NOT_IN_PARAMS)
     assert fields <= params, f"{kind}: {sorted(fields - params)} missing from the resolved params"
@@ -210,7 +213,7 @@ def test_lora_chain_has_no_masks_and_compare_prefixes():
                                                                 "lora-math"}
 
 
-@pytest.mark.parametrize("preset", ["quick", "default", "paper"])
+@pytest.mark.parametrize("preset", ["quick", "default", "signal", "paper"])
 def test_chain_presets_validate(preset):
     tree = expand_chain("safety->math->code", preset=preset)
     pipe = load_pipeline("safety->math->code", preset=preset)

@@ -202,25 +202,6 @@ def test_official_truncation_keeps_the_start_of_the_prompt(tiny_tokenizer):
     assert out["input_ids"][64:] == r_ids[:64] and len(out["input_ids"]) == 128
 
 
-def test_pad_token_setting():
-    from transformers import AutoTokenizer, LlamaForCausalLM
-
-    from workbench.data.prompts import apply_pad_token
-    from workbench.models.tiny import embedded_tokenizer_dir, tiny_llama_config
-
-    tok = AutoTokenizer.from_pretrained(str(embedded_tokenizer_dir()))
-    tok.pad_token = tok.eos_token  # how workbench.models.base loads a tokenizer without a pad token
-    model = LlamaForCausalLM(tiny_llama_config(vocab=len(tok)))
-    kept = apply_pad_token(model, tok, "eos")
-    assert kept["added"] is False and tok.pad_token_id == tok.eos_token_id
-    record = apply_pad_token(model, tok, "add_pad_token")
-    assert record["added"] and record["pad_token"] == "<PAD>" and record["vocab_after"] == record["vocab_before"] + 1
-    assert model.config.pad_token_id == tok.pad_token_id != tok.eos_token_id
-    assert model.get_input_embeddings().weight.shape[0] == len(tok) == model.get_output_embeddings().weight.shape[0]
-    with pytest.raises(ConfigError, match="pad mode"):
-        apply_pad_token(model, tok, "left")
-
-
 # -- GSM8K answer extraction (src/eval_model.py:174-196, compared with == at 208-213) ----------------------------
 @pytest.mark.parametrize("text,expected", [
     ("So 3 + 4 = 7. The final answer is: 7", 7.0),

@@ -24,7 +24,7 @@ from workbench.train.loop import clip_gradients, train
 OFFICIAL_DEFAULTS = {"template": "lori_official", "loss": "sequence_sum_mean", "clip": "per_tensor",
                      "max_grad_norm": 1.0, "dropout": 0.0, "scheduler": "constant", "warmup_ratio": 0.0,
                      "batch_size": 32, "grad_accum": 1, "max_length": 512, "weight_decay": 0.0,
-                     "tie_rule": "official", "sparsity": 0.9, "max_new_tokens": 512}
+                     "tie_rule": "official", "sparsity": 0.9, "max_new_tokens": 512, "pad_token": "add"}
 OFFICIAL_EPOCHS = {"math": 3.0, "code": 2.0, "safety": 1.0, "nlu": 1.0}
 
 

@@ -74,6 +74,7 @@ OFFICIAL = Protocol(
         "tie_rule": "official",          # src/extract_mask.py 81-89
         "sparsity": 0.9,                 # masks/0.9_mask.pt, scripts/*.sh LoRI-S
         "max_new_tokens": 512,           # src/eval_model.py max_new_tokens
+        "pad_token": "add",              # <PAD> added, embeddings resized: src/train_lori.py 78-81, src/eval_model.py 278-281
     }),
     # scripts/gsm8k_*.sh, codealpaca_*.sh, saferpaca_*.sh, nlu_*.sh: n_epochs (line 13)
     epochs=MappingProxyType({"math": 3.0, "code": 2.0, "safety": 1.0, "nlu": 1.0}),

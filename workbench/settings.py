@@ -29,6 +29,11 @@ BATCHING = ("padded", "packed")
 LOSS_FORMS = ("token_mean", "sequence_sum_mean")
 CLIP_MODES = ("global_norm", "per_tensor")
 TEMPLATES = ("workbench", "lori_official")  # workbench.data.prompts.TEMPLATES (tests/test_protocol.py checks)
+PAD_TOKENS = ("eos", "add")  # workbench.models.base.PAD_TOKENS (tests/test_pad_token.py checks)
+# Settings added after run caches and checkpoints existed: a stage's resolved params and a checkpoint's
+# identity carry them only when they differ from the default, so a run cached (or checkpointed) before
+# the setting existed is still found; any other value joins both.
+KEYED_WHEN_SET = ("pad_token",)
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 OptionValue = Union[int, float, str, bool]
@@ -83,6 +88,10 @@ class LoopSettings(Settings):
         "workbench", description="prompt template of the built-in tasks: workbench (chat template, BOS) or "
                                  "lori_official (the official LoRI texts, no BOS, EOS appended; "
                                  "workbench/data/lori_official.py)")
+    pad_token: Literal["eos", "add"] = Field(
+        "eos", description="a tokenizer without a pad token: eos pads with EOS, the vocabulary unchanged; add "
+                           "adds <PAD> and resizes the base's embeddings (official LoRI; the adapter records it "
+                           "and needs a base loaded the same way: workbench/models/base.py)")
     seed: int = Field(0, description="data order (and A's seed unless a_seed is set)")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="autocast precision of the forward and backward pass (bf16/fp16 need a GPU)")
@@ -119,6 +128,11 @@ def default(name: str):
     """
     value = TrainSettings.model_fields[name].get_default(call_default_factory=True)
     return type(value)(value) if isinstance(value, (list, dict)) else value
+
+
+def keyed(name: str, value) -> bool:
+    """Whether a resolved setting joins a cache key or checkpoint identity (see ``KEYED_WHEN_SET``)."""
+    return name not in KEYED_WHEN_SET or value != default(name)
 
 
 def resolved_alpha(alpha: float | None, rank: int) -> float:

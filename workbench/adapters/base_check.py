@@ -46,8 +46,23 @@ def check_base(adapters: Union[Adapter, Sequence[Adapter]], model, hint: str = "
     if now != recorded:
         where = ", ".join(str(a.path or a.name) for a in group if a.fingerprint)
         what = "adapters were" if many and len(group) > 1 else "adapter was"
-        raise MismatchError(f"{where}: {what} trained on base {recorded}, this base is {now}{hint}")
+        raise MismatchError(f"{where}: {what} trained on base {recorded}, this base is {now}"
+                            f"{_pad_hint(group, model)}{hint}")
     return now
+
+
+def _pad_hint(group: list, model) -> str:
+    """Why two loads of one base differ when the pad token is the reason (``pad_token: add`` resizes the
+    embeddings, ``workbench/models/base.py``): the adapters' recorded setting against the model's."""
+    from workbench.models.base import PAD_MARK
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    loaded = getattr(base, PAD_MARK, "eos")
+    trained = {a.meta.get("pad_token", "eos") for a in group if a.fingerprint}
+    if trained == {loaded}:
+        return ""
+    return (f" (trained with pad_token: {'/'.join(sorted(trained))}, this base loaded with pad_token: {loaded}; "
+            "load the base with the adapter's pad_token)")
 
 
 def check_base_named(adapter: Adapter, base: str) -> str | None:

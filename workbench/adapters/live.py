@@ -43,7 +43,10 @@ def adapter_tensors(pm) -> dict[str, torch.Tensor]:
 
     with warnings.catch_warnings():  # PEFT mistakes the masked values for unsharded FSDP tensors
         warnings.simplefilter("ignore")
-        state = {k: v for k, v in get_peft_model_state_dict(pm).items() if not _PARAMETRIZED.search(k)}
+        # save_embedding_layers=False: PEFT would copy a resized embedding (pad_token: add) into the adapter;
+        # its one new row is seeded (workbench.models.base), so loading the base the same way rebuilds it
+        state = {k: v for k, v in get_peft_model_state_dict(pm, save_embedding_layers=False).items()
+                 if not _PARAMETRIZED.search(k)}
     for module, layer in lora_layers(pm).items():
         state[file_key(module, "A")] = layer.lora_A["default"].weight
         state[file_key(module, "B")] = layer.lora_B["default"].weight  # parametrised: the full B

@@ -116,24 +116,42 @@ def attribute_modules(model, tokenizer, before: Adapter, after: Adapter, scores:
         ConfigError: k out of range, or a scored module the adapters do not adapt.
         MismatchError: the adapters do not pair up, or the base lacks a module.
     """
+    return attribute_ks(model, tokenizer, before, after, scores, pairs, [k], n_random, seed)[0]
+
+
+def attribute_ks(model, tokenizer, before: Adapter, after: Adapter, scores: dict[str, float], pairs: list[dict],
+                 ks, n_random: int = 3, seed: int = 0) -> list[Attribution]:
+    """:func:`attribute_modules` for several k, the unmodified ``before`` and ``after`` scored once.
+
+    Costs ``2 + len(ks) (1 + n_random)`` held-out NLL passes over ``pairs``. Same arguments, errors and
+    random draws (per k, from ``seed``) as :func:`attribute_modules`.
+    """
     mods = _check_pair(before, after)
-    if not 1 <= k <= len(mods):
-        raise ConfigError(f"attribution: k must be in 1..{len(mods)}, got {k}")
+    bad = [k for k in ks if not 1 <= k <= len(mods)]
+    if bad:
+        raise ConfigError(f"attribution: k must be in 1..{len(mods)}, got {bad[0]}")
     unknown = sorted(set(scores) - set(mods))
     if unknown:
         raise ConfigError(f"attribution: scores name modules the adapters do not adapt: {unknown[:3]}")
     named = dict(model.named_modules())
     originals = {m: named[m].weight.detach().clone() for m in mods if m in named}
-    top = sorted(mods, key=lambda m: -scores.get(m, float("-inf")))[:k]
-    rng = random.Random(seed)
-    draws = [sorted(rng.sample(mods, k)) for _ in range(n_random)]
+    ranked = sorted(mods, key=lambda m: -scores.get(m, float("-inf")))
+
+    def nll(adapter: Adapter) -> float:
+        return _nll(model, tokenizer, adapter, originals, pairs)
+
+    out = []
     try:
-        nll_before = _nll(model, tokenizer, before, originals, pairs)
-        nll_after = _nll(model, tokenizer, after, originals, pairs)
-        nll_top = _nll(model, tokenizer, with_update_removed(before, after, top), originals, pairs)
-        nll_rand = [_nll(model, tokenizer, with_update_removed(before, after, d), originals, pairs) for d in draws]
+        nll_before, nll_after = nll(before), nll(after)
+        for k in ks:
+            rng = random.Random(seed)
+            draws = [sorted(rng.sample(mods, k)) for _ in range(n_random)]
+            top = ranked[:k]
+            nll_top = nll(with_update_removed(before, after, top))
+            nll_rand = [nll(with_update_removed(before, after, d)) for d in draws]
+            out.append(Attribution(k, nll_before, nll_after, nll_top, top, nll_rand, draws))
     finally:
         with torch.no_grad():
             for m, w in originals.items():
                 named[m].weight.copy_(w)
-    return Attribution(k, nll_before, nll_after, nll_top, top, nll_rand, draws)
+    return out

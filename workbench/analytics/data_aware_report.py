@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from workbench.analytics.data_aware import DataAwarePair, PairEnergy, data_aware
+from workbench.analytics.data_aware_attribution import attribution_table, points_table
 from workbench.analytics.data_moments import DEFAULT_LIMIT, DEFAULT_MAX_TOKENS, InputMoments, task_moments
 from workbench.analytics.tables import Table, fmt
 from workbench.errors import ConfigError, MismatchError
@@ -13,12 +14,26 @@ from workbench.errors import ConfigError, MismatchError
 PAIR_FIELDS = ("energy_ratio", "energy_ratio_baseline", "overlap", "overlap_baseline")
 
 
+def _items(data) -> list[tuple]:
+    """``(adapter or None, task name or Task)`` pairs of a ``data`` argument."""
+    if isinstance(data, dict):
+        return list(data.items())
+    data = [data] if isinstance(data, str) else list(data)
+    return [tuple(t.split("=", 1)) if isinstance(t, str) and "=" in t else (None, t) for t in data]
+
+
+def task_values(data) -> dict:
+    """``{task name: the task as given}``: a name, or a Task value (a custom task, or a registered one with a
+    pipeline's options), which is what the held-out pairs are read from."""
+    return {getattr(t, "name", t): t for _, t in _items(data)}
+
+
 def resolve_rows(data, named: dict) -> dict[str, str]:
     """``{adapter name: task}``: which adapters get a row, and whose inputs stand for their task.
 
     Args:
-        data: task names (each adapter whose ``workbench.json`` records one of them gets a row),
-            ``"ADAPTER=TASK"`` strings, or a dict ``{adapter: task}``; a mix of the first two is fine.
+        data: task names or Task values (each adapter whose ``workbench.json`` records the task's name gets
+            a row), ``"ADAPTER=TASK"`` strings, or a dict ``{adapter: task}``; a mix is fine.
         named: the report's adapters by name.
 
     Raises:
@@ -26,13 +41,13 @@ def resolve_rows(data, named: dict) -> dict[str, str]:
     """
     from workbench.data.registry import get_task
 
-    items = list(data.items()) if isinstance(data, dict) else [
-        tuple(t.split("=", 1)) if "=" in t else (None, t) for t in ([data] if isinstance(data, str) else data)]
+    items = _items(data)
     if not items:
         raise ConfigError("report: data names no task")
     rows: dict[str, str] = {}
-    for adapter, task in items:
-        get_task(task)  # unknown names fail before any weight is loaded
+    for adapter, value in items:
+        get_task(value)  # unknown names fail before any weight is loaded
+        task = getattr(value, "name", value)
         if adapter is not None:
             if adapter not in named:
                 raise ConfigError(f"report: data names unknown adapter '{adapter}'; adapters: {list(named)}")
@@ -71,7 +86,15 @@ def load_base_model(base, named: dict):
     if isinstance(base, tuple):
         model, tokenizer = base
     else:
-        model, tokenizer = load_base(base or _recorded_base(named))
+        from workbench.models.base import BaseSpec
+
+        spec = base or _recorded_base(named)
+        spec = spec if isinstance(spec, BaseSpec) else BaseSpec(spec)
+        # the base as the adapters were trained on it: with the official `<PAD>` row when they were
+        pads = {a.meta.get("pad_token") for a in named.values() if a.meta.get("pad_token")}
+        if len(pads) == 1:
+            spec = spec.with_pad_token(next(iter(pads)))
+        model, tokenizer = load_base(spec)
         if torch.cuda.is_available():
             model = model.to("cuda")
     fp = base_fingerprint(model)
@@ -86,10 +109,10 @@ def collect_for_report(named: dict, factors: dict, data, base=None, cache: str |
                        limit: int = DEFAULT_LIMIT, max_tokens: int = DEFAULT_MAX_TOKENS,
                        data_dir=None) -> tuple[dict[str, str], dict[str, InputMoments]]:
     """Rows and the input moments of every row task over every module any adapter adapts (cached)."""
-    rows = resolve_rows(data, named)
+    rows, values = resolve_rows(data, named), task_values(data)
     model, tokenizer = load_base_model(base, named)
     modules = sorted(set().union(*(set(f) for f in factors.values())))
-    moments = {t: task_moments(model, tokenizer, t, modules, cache, limit, max_tokens, data_dir)
+    moments = {t: task_moments(model, tokenizer, values.get(t, t), modules, cache, limit, max_tokens, data_dir)
                for t in dict.fromkeys(rows.values())}
     return rows, moments
 
@@ -146,4 +169,4 @@ def data_aware_tables(report: dict) -> list[Table]:
     if top:
         tables.append(Table("data_aware_top", "Where each later update's energy on earlier inputs sits",
                             ["pair", "top module", "share of energy", "module energy ratio"], top))
-    return tables
+    return tables + [t for t in (points_table(report), attribution_table(report)) if t]

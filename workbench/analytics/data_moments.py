@@ -242,7 +242,7 @@ def task_moments(model, tokenizer, task: str, modules: list[str], cache: str | o
 
     Args:
         model, tokenizer: the base model and its tokenizer.
-        task: a registered task name.
+        task: a registered task name, or a Task value (a custom task, or one with a pipeline's options).
         modules: module keys to cover (a cached file missing some is recollected for all of them).
         cache: cache root (default ``$WORKBENCH_CACHE``, see ``workbench.models.base.cache_dir``).
         limit: held-out pairs to read; max_tokens: tokens per pair (cut from the right).
@@ -263,7 +263,8 @@ def task_moments(model, tokenizer, task: str, modules: list[str], cache: str | o
     fp = base_fingerprint(model)
     seqs = task_sequences(tokenizer, task, limit, max_tokens, data_dir)
     phash = prompts_hash(seqs)
-    path = moments_path(cache or cache_dir(), task, fp, phash)
+    name = getattr(task, "name", task)  # a Task value: its name names the file, its tokens the hash
+    path = moments_path(cache or cache_dir(), name, fp, phash)
     if path.is_file():
         cached = load_moments(path)
         if cached.base_fingerprint != fp or cached.prompts_hash != phash:
@@ -271,6 +272,6 @@ def task_moments(model, tokenizer, task: str, modules: list[str], cache: str | o
         if set(modules) <= set(cached.sigma):
             return cached
     sigma, n_tokens = collect_moments(model, seqs, sorted(set(modules)), tokenizer.pad_token_id or 0, batch_size)
-    m = InputMoments(task, fp, sigma, n_tokens, len(seqs), phash)
+    m = InputMoments(name, fp, sigma, n_tokens, len(seqs), phash)
     save_moments(path, m)
     return m

@@ -8,7 +8,9 @@ import os
 from pathlib import Path
 
 from workbench.adapters.adapter import Adapter, check_same_base, load_adapter
-from workbench.analytics.data_aware_report import collect_for_report, data_aware_section
+from workbench.analytics.data_aware_attribution import attribution_section
+from workbench.analytics.data_aware_forgetting import group_points, score_forgetting
+from workbench.analytics.data_aware_report import collect_for_report, data_aware_section, load_base_model, task_values
 from workbench.analytics.data_moments import DEFAULT_LIMIT
 from workbench.analytics.forgetting import load_forgetting
 from workbench.analytics.increments import increment
@@ -115,9 +117,25 @@ def _training(training: dict, named: dict[str, Adapter], forg) -> list[dict]:
     return training_section(training, tasks, forg.to_json() if forg else None)
 
 
+def _data_aware(factors: dict, moments: tuple, top_k: int, groups: dict, attribute: dict | None) -> dict:
+    """The ``data_aware`` section with its score-vs-forgetting points (one per earlier task and later update
+    of each forgetting matrix in ``groups``) and, with ``attribute`` (the keyword arguments of
+    ``attribution_section`` but the section), the attribution of the chain's first task."""
+    section = data_aware_section(factors, *moments, top_k)
+    if groups:
+        section["score_forgetting"] = score_forgetting([pt for g, f in groups.items()
+                                                         for pt in group_points(section, f, g)])
+    if attribute is not None:
+        found = attribution_section(data_aware=section, **attribute)
+        if found is not None:
+            section["attribution"] = found
+    return section
+
+
 def build_report(adapters, masks=None, forgetting=None, out_dir=None, *, top_k: int = 10,
                  threads: int | None = 1, increments: dict[str, str] | None = None, data=None, base=None,
-                 data_limit: int | None = None, data_dir=None, moments_cache=None, training=None) -> dict:
+                 data_limit: int | None = None, data_dir=None, moments_cache=None, training=None,
+                 attribute: bool = False, forgetting_groups: dict[str, dict] | None = None) -> dict:
     """Compare adapters pairwise on every shared module and write the report.
 
     Args:
@@ -143,6 +161,11 @@ def build_report(adapters, masks=None, forgetting=None, out_dir=None, *, top_k: 
         training: ``{adapter name: per-step losses}`` (a list, a train summary dict with ``trace``, or a
             ``train_summary.json`` path): per-stage loss curves, smoothed, beside the held-out NLL before
             and after the stage (from ``forgetting``'s ``row_adapters`` and ``nll``).
+        attribute: with ``data`` and ``increments``: remove the last update of the first chain from the
+            top-k modules by data-aware energy on the chain's first task and from k random modules, and
+            measure that task's held-out NLL (``data_aware_attribution``; ``data_limit`` pairs).
+        forgetting_groups: ``{group: forgetting dict}`` (e.g. one per compared method) for the data-aware
+            score-vs-forgetting points; default: ``forgetting`` alone (with ``row_adapters``).
 
     Returns:
         The report dict exactly as written to ``report.json`` (schema in SCHEMA.md).
@@ -169,16 +192,22 @@ def build_report(adapters, masks=None, forgetting=None, out_dir=None, *, top_k: 
         # from the snapshots, not from earlier increments: each entry is one stage's own update
         factors[name] = increment(snapshots[name], snapshots[prev])
         infos[name]["increment_of"] = prev
-    moments = None
+    moments = attribute_args = None
     if data is not None:  # before the analysis: an unknown task or a wrong base fails fast
         limit = DEFAULT_LIMIT if data_limit is None else data_limit
-        moments = collect_for_report(named, factors, data, base, moments_cache, limit, data_dir=data_dir)
+        model = load_base_model(base, named)  # once: the moments and the attribution share it
+        moments = collect_for_report(named, factors, data, model, moments_cache, limit, data_dir=data_dir)
+        if attribute:
+            attribute_args = {"model": model[0], "tokenizer": model[1], "named": named, "limit": limit,
+                              "increments": increments or {}, "task": task_values(data), "data_dir": data_dir}
     curves = _training(training, named, forg) if training else None  # before the analysis: fails fast
     analysis = analyse(factors, mask_tensors, threads=threads)
     report = report_dict(analysis, infos, forg, top_k)
     if curves is not None:
         report["training"] = curves
     if moments is not None:
-        report["data_aware"] = data_aware_section(factors, *moments, top_k)
+        groups = forgetting_groups if forgetting_groups is not None else (
+            {"": forg.to_json()} if forg is not None and forg.row_adapters else {})
+        report["data_aware"] = _data_aware(factors, moments, top_k, groups, attribute_args)
     write_report(report, Path(out_dir))
     return report

@@ -159,8 +159,13 @@ def build_comparisons(data: dict, seeds: list, groups: dict, forgetting: dict, a
         for k in range(min(len(ga["stages"]), len(gb["stages"]))):
             if ga["stages"][k] == gb["stages"][k]:
                 continue  # one shared stage (the base evaluation): equal by construction
+            across = ga.get("protocol", "") != gb.get("protocol", "")
+            if across and k == 0:
+                continue  # the base model under two prompt formats: not a method difference
             for task in ga["tasks"]:
                 for which in WHICH:
+                    if across and "nll" in (which, _metric_name(data, seeds, ga["stages"][k], task, which)):
+                        continue  # each protocol scores NLL on its own prompt format (stages/cross_protocol.py)
                     row = compare_cell(data, seeds, ga["stages"][k], gb["stages"][k], task, which)
                     if row is not None:
                         rows.append({"a": a, "b": b, "row": k, "after": forgetting[a]["rows"][k],
@@ -225,8 +230,26 @@ def eval_sizes(data: dict, seeds: list) -> list[dict]:
             for (t, m), n in sorted(sizes.items())]
 
 
+def pooled_score_forgetting(points: dict, pipeline: str | None = None) -> dict | None:
+    """Every seed's data-aware (method, pair) points in one list, with Spearman's rho of score vs NLL and
+    primary-metric forgetting over all of them (:func:`workbench.analytics.data_aware_forgetting.score_forgetting`).
+
+    Args:
+        points: ``{seed: [point]}`` as each seed's analyze stage reports them (``group``: its method, '' for
+            a single method, named after the pipeline as in ``forgetting``).
+
+    Returns:
+        The ``score_forgetting`` object, or None when no seed has a point.
+    """
+    from workbench.analytics.data_aware_forgetting import score_forgetting
+
+    pooled = [{**p, "seed": s, "group": p.get("group") or pipeline or "pipeline"}
+              for s, pts in points.items() for p in pts or []]
+    return score_forgetting(pooled) if pooled else None
+
+
 def build_seed_report(seeds: list, data: dict, groups: dict, runs: dict | None = None, reused: dict | None = None,
-                      pipeline: str | None = None, alpha: float = stats.ALPHA) -> dict:
+                      pipeline: str | None = None, alpha: float = stats.ALPHA, score_points: dict | None = None) -> dict:
     """The aggregated report of one pipeline run once per seed.
 
     Args:
@@ -237,6 +260,8 @@ def build_seed_report(seeds: list, data: dict, groups: dict, runs: dict | None =
             (the same stage names in every seed); empty for a pipeline without an analyze stage.
         runs: ``{seed: run directory name}``; reused: ``{seed: [stages adopted from an earlier seed]}``.
         pipeline: the pipeline's name; alpha: the family-wise level of the Holm correction.
+        score_points: ``{seed: [data-aware score vs forgetting point]}`` (each seed's analyze stage with
+            ``data``): pooled into ``score_forgetting`` (:func:`pooled_score_forgetting`).
 
     Returns:
         The report dict (schema in the module docstring of :mod:`workbench.analytics.seed_tables`).
@@ -248,7 +273,7 @@ def build_seed_report(seeds: list, data: dict, groups: dict, runs: dict | None =
     first = data[seeds[0]]["evals"]
     evaluations = {stage: {task: {w: build_cell(data, seeds, stage, task, w) for w in WHICH} for task in tasks}
                    for stage, tasks in first.items()}
-    return {"schema_version": SCHEMA_VERSION, "kind": "seed_report", "pipeline": pipeline, "seeds": seeds,
+    report = {"schema_version": SCHEMA_VERSION, "kind": "seed_report", "pipeline": pipeline, "seeds": seeds,
             "runs": {str(s): v for s, v in (runs or {}).items()},
             "reused": {str(s): v for s, v in (reused or {}).items()},
             "settings": {"confidence": stats.CONFIDENCE, "alpha": alpha, "correction": "holm",
@@ -258,6 +283,10 @@ def build_seed_report(seeds: list, data: dict, groups: dict, runs: dict | None =
             "forgetting": {g or pipeline or "pipeline": f for g, f in forgetting.items()},
             "evaluations": evaluations, "comparisons": comparisons,
             "conclusions": conclusions(comparisons, alpha), "eval_sizes": eval_sizes(data, seeds)}
+    pooled = pooled_score_forgetting(score_points or {}, pipeline)
+    if pooled is not None:
+        report["score_forgetting"] = pooled
+    return report
 
 
 def write_report(report: dict, out_dir) -> Path:

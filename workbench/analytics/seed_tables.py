@@ -11,6 +11,7 @@
 | `comparisons` | list of Comparison, one family for Holm |
 | `conclusions` | `{headline, significant: [sentence], not_significant: [sentence]}` |
 | `eval_sizes` | `[{task, metric, n, mdd, mdd_design}]` for each per-prompt 0/1 metric |
+| `score_forgetting` | optional (analyze stages with `data`): `{points, correlations: {nll, primary}, sentences}`, every (method, seed, pair) point (SCHEMA.md, Data-aware) |
 
 **Cell**: `metric`, `mean` (over seeds), `lo`, `hi` (the shown 95% interval), `interval` (`t` over seeds, or
 `bootstrap` over seeds and prompts for a per-prompt 0/1 metric), `n` (seeds), `values` (per seed), `t` and
@@ -123,9 +124,31 @@ def sizes_table(report: dict) -> Table | None:
                  "detects smaller differences when the methods disagree on few prompts; seeds do not add prompts.")
 
 
+def score_forgetting_tables(report: dict) -> list[Table]:
+    """Data-aware score vs forgetting over every (method, seed, pair): the rank correlations, then the points."""
+    sf = report.get("score_forgetting")
+    if not sf:
+        return []
+    words = {"nll": "held-out NLL increase", "primary": "primary-metric loss"}
+    corr = [[words[w], str(c["n"]), _g(c["rho"]), f"[{_g(c['lo'])}, {_g(c['hi'])}]", _g(c["p"]), c["reason"] or ""]
+            for w, c in sf["correlations"].items()]
+    points = [[p["group"], str(p["seed"]), f"{p['update']} on {p['task']}", _g(p["score"]), _g(p["nll_forgetting"]),
+               _g(p["metric_forgetting"])] for p in sf["points"]]
+    note = (" ".join(sf["sentences"]) + " Each point: an earlier task i and a later stage j of one method and seed; "
+            "the score is the data-aware energy ratio of j's update on i's held-out inputs, the forgetting is "
+            "task i's change from the row before j to j's row (positive: worse). 95% CI: percentile bootstrap "
+            "over points (points of one seed share a run, so it is optimistic); p: permutation test.")
+    return [Table("score_forgetting", "Data-aware score vs forgetting (Spearman, all methods and seeds)",
+                  ["forgetting", "points", "rho", "95% CI", "p", "why no rho"], corr, note),
+            Table("score_forgetting_points", "Score vs forgetting: the points",
+                  ["method", "seed", "update on earlier task", "energy ratio", "NLL forgetting",
+                   "metric forgetting"], points)]
+
+
 def all_tables(report: dict) -> list[Table]:
     """Every table that applies, in page order."""
     tables = forgetting_tables(report) + [t for t in (summary_table(report), comparison_table(report)) if t]
+    tables += score_forgetting_tables(report)
     if not report["forgetting"]:
         tables.append(evaluations_table(report))
     sizes = sizes_table(report)

@@ -1,4 +1,4 @@
-"""``workbench run PIPELINE_OR_CHAIN [--out DIR] [--set k=v ...] [--preset quick|default|paper]
+"""``workbench run PIPELINE_OR_CHAIN [--out DIR] [--set k=v ...] [--preset quick|default|signal|paper]
 [--protocol workbench|official] [--seeds 0,1,2] [--jobs N] [--executor local|ray] [--address ADDR] [--allow-plugins] [--trust-remote-code]``."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ def add_parser(sub) -> None:
     p.add_argument("--out", help="run directory (default runs/<pipeline name>)")
     add_list_option(p, "--set", dest="overrides", metavar="KEY=VALUE",
                    help="override a value before validation, e.g. --set stages.math.lr=1e-3")
-    p.add_argument("--preset", default="quick", choices=["quick", "default", "paper"], help="chain only")
+    p.add_argument("--preset", default="quick", choices=["quick", "default", "signal", "paper"], help="chain only")
     p.add_argument("--method", default="lori_s", help="chain only: lori_s (LoRI chain) or e.g. lora (baseline)")
     add_list_option(p, "--compare", metavar="METHOD",
-                   help="chain only: also run this method and compare in one report")
+                   help="chain only: also run this method and compare in one report; with --seeds, PROTOCOL:METHOD (e.g. official:lori_s) runs it under that protocol beside the others")
     p.add_argument("--seeds", metavar="S,S,...",
                    help="run once per seed (defaults.seed: data order and every A) into OUT/seed-<s>/, stages that do "
                         "not depend on the seed once, and write one report with intervals and paired tests to OUT/report/")
@@ -56,7 +56,6 @@ def _positive(text: str) -> int:
 
 
 def handler(args) -> int:
-    from workbench.errors import ConfigError
     from workbench.stages.run import stream
     from workbench.stages.seeds import parse_seeds, stream_seeds
 
@@ -65,9 +64,8 @@ def handler(args) -> int:
                    allow_plugins=args.allow_plugins, trust_remote_code=args.trust_remote_code,
                    log_with=args.log_with, protocol=args.protocol, processes=args.processes)
     where = dict(jobs=args.jobs, executor=args.executor, address=args.address)
-    if args.seeds and where != dict(jobs=1, executor="local", address=None):
-        raise ConfigError("--seeds runs with --jobs 1 and the local executor for now; drop --jobs/--executor/--address")
-    runs = (stream_seeds(args.pipeline, args.out, args.overrides, parse_seeds(args.seeds), **options) if args.seeds
+    runs = (stream_seeds(args.pipeline, args.out, args.overrides, parse_seeds(args.seeds), **options, **where)
+            if args.seeds
             else stream(args.pipeline, args.out, args.overrides, **options, **where))
     for name, result in runs:
         print(f"[{time.perf_counter() - t0:7.1f}s] done: {name}", file=sys.stderr, flush=True)

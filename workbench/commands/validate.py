@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
                    help="override a value before validation, e.g. --set stages.math.rank=16 (several: --set a=1 b=2 or repeated)")
     p.add_argument("--out", metavar="RUN_DIR", help="an existing run directory: show cache hits and misses")
     p.add_argument("--method", default="lori_s", help="chain only: adapter method (default lori_s)")
-    p.add_argument("--preset", default="quick", choices=["quick", "default", "paper"], help="chain only")
+    p.add_argument("--preset", default="quick", choices=["quick", "default", "signal", "paper"], help="chain only")
     add_list_option(p, "--compare", metavar="METHOD",
                    help="chain only: also run this method on the same chain (several: --compare a b or repeated)")
     add_protocol(p)

@@ -30,7 +30,6 @@ from workbench.errors import ConfigError, unknown_name
 IGNORE_INDEX = -100
 DEFAULT_TEMPLATE = "workbench"
 TEMPLATES = ("workbench", "lori_official")
-PAD_MODES = ("eos", "add_pad_token")
 # The workbench's HumanEval prompt for chat models; the official harness sends the raw prompt instead.
 CODE_INSTRUCTION = "Complete the following Python function. Reply with the full function in a Python code block."
 _NO_INPUT = ("<noinput>", "<no input>", "noinput")
@@ -250,37 +249,3 @@ def _format_workbench(record: Mapping, kind: str, use: str, tokenizer) -> dict:
                 "add_bos": True}
     request = join_instruction(record["instruction"], str(record.get("input") or ""))
     return {"prompt": format_prompt(tokenizer, request), "response": record.get("output"), "add_bos": True}
-
-
-def apply_pad_token(model, tokenizer, mode: str = "eos") -> dict:
-    """Give the tokenizer a pad token, the workbench's way or the official LoRI way, and say what changed.
-
-    ``eos`` (ours): a tokenizer without a pad token pads with EOS; nothing else changes.
-    ``add_pad_token`` (official: ``src/train_lori.py`` lines 78-81, ``src/eval_model.py`` 278-281,
-    ``bigcode/main.py`` 339-342): a new special token ``<PAD>`` is added, ``model.config.pad_token_id``
-    set and the input and output embeddings resized to ``len(tokenizer)``; the new rows are initialised
-    by transformers' ``resize_token_embeddings``. Padding positions are masked out either way, but the
-    extra output row joins every softmax normaliser (and may be generated; it is decoded as a special
-    token and skipped). Here a pad token that is the EOS token (how ``workbench.models.base`` loads a
-    tokenizer without one) counts as missing, since the official code would have added ``<PAD>``.
-
-    Returns:
-        ``{"mode", "added", "pad_token", "pad_token_id", "vocab_before", "vocab_after"}``.
-
-    Raises:
-        ConfigError: unknown mode.
-    """
-    if mode not in PAD_MODES:
-        raise unknown_name("pad mode", mode, PAD_MODES)
-    before = len(tokenizer)
-    missing = tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id
-    added = False
-    if mode == "add_pad_token" and missing:
-        tokenizer.add_special_tokens({"pad_token": "<PAD>"})
-        model.config.pad_token_id = tokenizer.pad_token_id
-        model.resize_token_embeddings(len(tokenizer))
-        added = True
-    elif tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return {"mode": mode, "added": added, "pad_token": tokenizer.pad_token, "pad_token_id": tokenizer.pad_token_id,
-            "vocab_before": before, "vocab_after": len(tokenizer)}

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from workbench.errors import ConfigError
 from workbench.evaluate.generate import GenerationConfig
 from workbench.evaluate.metrics import KINDS
 from workbench.evaluate.runner import Runner
@@ -34,7 +35,7 @@ def summarize_seeds(per_seed: list[dict]) -> tuple[dict, dict]:
 
 def evaluate_task(model, tokenizer, task, limit: int | None = None, seeds=(0,), gen: GenerationConfig | None = None,
                   heldout: bool = True, heldout_limit: int | None = None, runner: Runner | None = None,
-                  **kind_options) -> dict:
+                  generate: bool = True, **kind_options) -> dict:
     """Evaluate one task.
 
     Args:
@@ -48,6 +49,8 @@ def evaluate_task(model, tokenizer, task, limit: int | None = None, seeds=(0,), 
         heldout_limit: held-out pairs to score (default ``limit`` or 200).
         runner: a preconfigured runner (judge, NLU mode, sandbox limits); ``model``/``tokenizer``/``gen``
             are then taken from it.
+        generate: False scores the held-out NLL alone (no generation, no kind metric; the primary metric
+            is then ``nll``, lower is better): a task whose own metric a budget cannot afford.
         **kind_options: passed to the kind's evaluator (``n_samples``/``ks`` for code, ``mode`` for nlu).
 
     Returns:
@@ -62,8 +65,10 @@ def evaluate_task(model, tokenizer, task, limit: int | None = None, seeds=(0,), 
     runner = (runner or Runner(model, tokenizer, gen or GenerationConfig())).for_kind(
         entry.extra["max_new_tokens"], entry.extra["stop"])
     seeds = list(seeds)
+    if not generate and not heldout:
+        raise ConfigError(f"task '{task.name}': generate=False leaves only the held-out NLL, so heldout must be True")
     per_seed = []
-    for seed in seeds:
+    for seed in seeds if generate else ():
         torch.manual_seed(seed)
         result = entry.obj(runner, task, limit, seed, **kind_options)
         per_seed.append({"seed": seed, **result})
@@ -72,12 +77,13 @@ def evaluate_task(model, tokenizer, task, limit: int | None = None, seeds=(0,), 
     if heldout:
         details["heldout"] = runner.response_nll(task.heldout_pairs(heldout_limit or limit or HELDOUT_DEFAULT))
         metrics["nll"], std["nll"] = details["heldout"]["nll"], 0.0
-    settings = {"generation": runner.gen.to_dict(), "seeds": seeds, "limit": limit, "nlu_mode": runner.nlu_mode,
+    settings = {"generation": runner.gen.to_dict() if generate else None, "seeds": seeds, "limit": limit, "nlu_mode": runner.nlu_mode,
                 "raw_prompts": runner.raw_prompts, **{k: v for k, v in kind_options.items()}}
     # the safety judge that produced the numbers (None for kinds that use no judge)
     judge = per_seed[0].get("details", {}).get("judge") if per_seed else None
-    return {"task": task.name, "kind": task.kind, "primary": entry.extra["primary"],
-            "higher_is_better": entry.extra["higher_is_better"], "metrics": metrics, "std": std,
+    primary, higher = (entry.extra["primary"], entry.extra["higher_is_better"]) if generate else ("nll", False)
+    return {"task": task.name, "kind": task.kind, "primary": primary, "higher_is_better": higher,
+            "metrics": metrics, "std": std,
             "details": details, "settings": settings, "judge": judge}
 
 
@@ -90,7 +96,7 @@ def _resolve_task(task):
 
 
 def load_for_eval(adapter_dir: str | Path | None, base: str | None = None, device: str | None = None,
-                  trust_remote_code: bool = False):
+                  trust_remote_code: bool = False, pad_token: str | None = None):
     """Load a base model (``workbench.models.base.load_base``) and, unless ``adapter_dir`` is None, the
     adapter on top (``workbench.adapters.live.load_onto``: the base-fingerprint check, then the adapter's
     method loads it, e.g. AdaLoRA with its reduced ranks).
@@ -101,6 +107,8 @@ def load_for_eval(adapter_dir: str | Path | None, base: str | None = None, devic
             the embedded default.
         device: "cpu", "cuda", ...; default CUDA when available.
         trust_remote_code: let ``base`` run code from its model repository (``--trust-remote-code``).
+        pad_token: how the base alone is loaded (``eos``, the default, or ``add``); an adapter's recorded
+            ``pad_token`` wins, since its base must be loaded as it was in training.
 
     Returns:
         ``(model, tokenizer, info)``; ``info`` names the base and the adapter.
@@ -118,7 +126,8 @@ def load_for_eval(adapter_dir: str | Path | None, base: str | None = None, devic
         # checked read: clear errors for a broken directory, before the base is loaded
         adapter = load_adapter(adapter_dir, peft_types=loadable_peft_types())
     base = base or _recorded_base(adapter) or EMBEDDED
-    model, tokenizer = load_base(BaseSpec(base, trust_remote_code=trust_remote_code))
+    pad = (adapter.meta.get("pad_token") if adapter is not None else None) or pad_token or "eos"
+    model, tokenizer = load_base(BaseSpec(base, trust_remote_code=trust_remote_code, pad_token=pad))
     if adapter is not None:
         from workbench.adapters.live import load_onto
 

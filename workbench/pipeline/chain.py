@@ -58,6 +58,19 @@ PRESETS: dict[str, dict] = {
                              "eval_limit": 24, "max_new_tokens": 48, "rank": 8, "alpha": 16, "sparsity": 0.9,
                              "warmup_ratio": 0.0},
                 "lr": {"lora": 5e-4, "lori_d": 5e-4, "lori_s": 5e-3}},
+    # signal: sized so that the effect the paper is about can be measured on 2 CPU cores (issue 17; numbers
+    # and how they were found: docs/reproduction.md). The safety stage trains on a mix with half refusals
+    # (the Saferpaca ratio, 0.1, teaches too little refusal in a CPU budget to see it forgotten); refusal is
+    # judged on 100 held-out harmful (and 80 benign) prompts, whose first 16 tokens carry the refusal
+    # phrases (12 new tokens); math and code are scored by held-out NLL alone (their accuracy needs long
+    # generations and is ~0 for a 135M model at this length), every NLL on 40 held-out pairs (100 GSM8K
+    # answers took ~40 s per evaluation).
+    "signal": {"defaults": {"steps": 24, "batch_size": 4, "grad_accum": 1, "max_length": 112, "max_samples": 200,
+                            "eval_limit": 100, "eval_nll_limit": 40, "max_new_tokens": 12,
+                            "eval_nll_only": ["math", "code"],
+                            "rank": 8, "alpha": 16, "sparsity": 0.9, "warmup_ratio": 0.0},
+               "tasks": {"safety": {"options": {"safety_fraction": 0.5}}}, "data_aware": True,
+               "lr": {"lora": 2e-3, "lori_d": 2e-3, "lori_s": 2e-2}},
     "paper": {"base": {"model": "meta-llama/Meta-Llama-3-8B", "dtype": "bfloat16"},
               "defaults": {"epochs": 1, "batch_size": 8, "grad_accum": 4, "max_length": 512, "rank": 32,
                            "alpha": 64, "dropout": 0.05, "sparsity": 0.9, "max_new_tokens": 256,
@@ -68,6 +81,8 @@ PRESETS: dict[str, dict] = {
 BUDGET: dict[str, tuple[str, ...]] = {
     "quick": ("steps", "batch_size", "max_length", "max_samples", "eval_limit", "max_new_tokens", "rank", "alpha"),
     "default": ("steps", "batch_size", "max_length", "max_samples", "eval_limit", "max_new_tokens", "rank", "alpha"),
+    "signal": ("steps", "batch_size", "max_length", "max_samples", "eval_limit", "eval_nll_limit", "max_new_tokens",
+               "eval_nll_only", "rank", "alpha"),
     "paper": ("rank", "alpha"),
 }
 SHELL_HINT = "workbench run 'safety->math->code'  (or: workbench run safety,math,code)"
@@ -178,7 +193,8 @@ def expand_chain(text: str, method: str = MASKED_METHOD, preset: str = "quick",
         text: ``"safety->math->code"`` or ``"safety,math,code"``.
         method: a masked method (``lori_s``, the default) for the LoRI chain; any other method for plain
             continual fine-tuning.
-        preset: ``quick`` (135M model, minutes on a CPU), ``default`` or ``paper`` (Llama-3-8B settings).
+        preset: ``quick`` (135M model, minutes on a CPU), ``default``, ``signal`` (sized for a measurable
+            forgetting effect on a CPU, with 100-prompt safety evaluations) or ``paper`` (Llama-3-8B settings).
         compare: further methods run on the same chain in the same pipeline, stage names prefixed
             with ``<method>-``, sharing the base-model evaluation and one analysis.
         protocol: ``workbench`` (default: our disjoint chain) or ``official`` (the official continual
@@ -201,7 +217,11 @@ def expand_chain(text: str, method: str = MASKED_METHOD, preset: str = "quick",
         raise ConfigError(f"--compare repeats a method: {', '.join(methods)}")
     p = PRESETS[preset]
     stages = {"base_eval": {"kind": "evaluate", "adapter": None, "tasks": list(tasks)}}
+    # data: the data-aware section (score vs forgetting, attribution) on the chain's own tasks' inputs; 8
+    # held-out pairs per task bound its cost (the input moments cost tokens x in² per layer, in float64)
     analyze = {"kind": "analyze", "adapters": [], "masks": []}
+    if p.get("data_aware"):  # input moments + attribution on the real model: ~2 min a chain on 2 CPU cores
+        analyze.update(data=list(tasks), data_limit=8)
     forgetting = {}  # method -> evaluate stages in chain order, each starting from the base model's row
     for m in methods:
         prefix = f"{m}-" if len(methods) > 1 else ""
@@ -219,4 +239,8 @@ def expand_chain(text: str, method: str = MASKED_METHOD, preset: str = "quick",
             "description": f"{kind} {' -> '.join(tasks)} ({', '.join(methods)}, {preset})",
             "base": dict(p.get("base", {})), "defaults": dict(_preset_defaults(preset, protocol), method=PROBE_METHOD),
             "stages": stages}
+    # a preset's task options are its data (the same under every protocol, so runs compare on equal data)
+    task_options = {t: v for t, v in p.get("tasks", {}).items() if t in tasks}
+    if task_options:
+        tree["tasks"] = {t: {"options": dict(v["options"])} for t, v in task_options.items()}
     return tree if protocol == DEFAULT_PROTOCOL else {**tree, "protocol": protocol}

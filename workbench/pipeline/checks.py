@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.errors import did_you_mean
+from workbench.errors import ConfigError, did_you_mean
 from workbench.graph.scheduler import find_cycles, format_cycle
 from workbench.pipeline import names, schema
 from workbench.pipeline.kinds import stage_kinds
@@ -154,13 +154,39 @@ def resolve_path(path: str, base_dir: Path) -> Path:
 
 
 def check_custom_tasks(parts: Parts) -> list[Problem]:
-    """Local data files exist; a custom task does not shadow a registered one."""
+    """A custom task has a path whose local file exists; a registered task's name carries only options,
+    and they are options that task has."""
     out, registered = [], names.known_names("task")
     for tname, task in parts.tasks.items():
+        if task is None:
+            continue
         if tname in registered:
+            out += _builtin_task_problems(parts, tname, task)
+        elif task.path is None:
             out.append(problem_at(parts.located, ("tasks", tname),
-                                  f"task '{tname}' is already a registered task; choose another name"))
-        if task is not None and is_local(task.path) and not resolve_path(task.path, parts.base_dir).is_file():
+                                  f"custom task '{tname}' needs a path (a data file or hub dataset id); "
+                                  f"registered tasks that take options: {', '.join(sorted(registered))}"))
+        elif task.options:
+            out.append(problem_at(parts.located, ("tasks", tname, "options"),
+                                  "options are for registered tasks; a custom task is set by its own fields"))
+        elif is_local(task.path) and not resolve_path(task.path, parts.base_dir).is_file():
             out.append(problem_at(parts.located, ("tasks", tname, "path"),
                                   f"file not found: {resolve_path(task.path, parts.base_dir)}"))
     return out
+
+
+def _builtin_task_problems(parts: Parts, tname: str, task) -> list[Problem]:
+    """Under a registered task's name only ``options`` may be given, each one the task has."""
+    from workbench.data.registry import get_task
+
+    # the resolved pipeline a run writes spells every field out at its default: that is still options alone
+    given = [f for f, info in type(task).model_fields.items() if f != "options" and getattr(task, f) != info.default]
+    if given:
+        return [problem_at(parts.located, ("tasks", tname),
+                           f"task '{tname}' is already a registered task: give it only 'options' (or choose "
+                           f"another name for a custom task)")]
+    try:
+        get_task(tname, **task.options)
+    except ConfigError as exc:
+        return [problem_at(parts.located, ("tasks", tname, "options"), str(exc))]
+    return []

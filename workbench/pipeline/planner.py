@@ -29,18 +29,21 @@ class Resolver:
         self.stages, self.defaults = dict(pipe.stages), pipe.defaults
 
     def task_spec(self, name: str) -> dict | None:
-        """A custom task's definition with its path made absolute; None for a registered task."""
+        """A custom task's definition with its path made absolute, ``{"options": ...}`` for a registered task
+        the file gives options, None for a registered task as it is."""
         custom = self.pipe.tasks.get(name)
-        if custom is None:
+        if custom is None or (custom.path is None and not custom.options):
             return None
-        spec = custom.model_dump()
+        if custom.path is None:
+            return {"options": dict(custom.options)}
+        spec = custom.model_dump(exclude={"options"})
         if is_local(custom.path):
             spec["path"] = str(resolve_path(custom.path, self.base_dir).resolve())
         return spec
 
     def files(self, task_names) -> list[str]:
         specs = [self.task_spec(t) for t in task_names]
-        return [s["path"] for s in specs if s and is_local(s["path"])]
+        return [s["path"] for s in specs if s and s.get("path") and is_local(s["path"])]
 
     def _kind(self, name: str):
         """The stage's kind description; None for a kind only a plugin that was read (not run) defines."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Annotated, Literal, Optional, Union
+from typing import Any, Annotated, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 
@@ -103,9 +103,12 @@ TrainingDefaults = _settings_model("TrainingDefaults", "The training settings ev
 
 
 class CustomTask(Strict):
-    """A task read from a local JSON / JSON-lines / CSV / parquet file (or a hub dataset id)."""
+    """A task read from a local JSON / JSON-lines / CSV / parquet file (or a hub dataset id), or, under a
+    registered task's name and without ``path``, that task's options (``safety: {options: {safety_fraction:
+    0.5}}``; the fields ``workbench tasks`` lists per task, as ``workbench train --task-option``)."""
 
-    path: str
+    path: Optional[str] = None
+    options: dict[str, Any] = {}
     prompt_field: str = "instruction"
     response_field: str = "output"
     input_field: Optional[str] = None

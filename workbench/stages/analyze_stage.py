@@ -10,6 +10,11 @@ explicitly in the task's parameters, never read out of stage names:
   ``learned_at`` is the first row that learned it.
 - masks pair with adapters through the adapters' own ``mask`` fields: an adapter pairs with the
   calibrate stage it trained inside, when that stage is listed under ``masks``.
+- ``data`` (a chain's: its tasks): the report's data-aware section on those tasks' held-out inputs (base
+  from the pipeline, custom tasks and options from its ``tasks:``), each pair's score beside the
+  forgetting it caused in every group, and the attribution of the first task's forgetting; the points
+  are also the stage's metric ``score_forgetting`` (a ``--seeds`` run pools them). Resolved only when
+  given, so an analyze stage without ``data`` keeps its key.
 
 Parameters name other stages by their input *role* (``forgetting.lora.2``, ``adapters.0``), not by
 name, so the cache key stays independent of stage names like every other key.
@@ -19,13 +24,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal, Mapping, Union
+from typing import Annotated, Literal, Mapping, Optional, Union
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 
 from workbench.graph.task import StageResult
 from workbench.pipeline.kinds import ADAPTER_KINDS, StageKind, StageSettings, role
-from workbench.pipeline.schema import Ref
+from workbench.pipeline.schema import Ref, TaskName
+from workbench.stages.common import base_spec, task_of
 from workbench.stages.timing import timed_stage
 
 _GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
@@ -47,6 +53,11 @@ class AnalyzeStage(StageSettings):
     # increments: a ``continue`` adapter listed with the adapter it continued is analysed as what its
     # stage added (a chain's snapshots contain every earlier stage); snapshots: as saved.
     compare: Literal["increments", "snapshots"] = "increments"
+    data: list[TaskName] = Field(
+        [], description="tasks whose held-out inputs weigh the data-aware interference section, its score vs "
+                        "forgetting and the attribution of the first task's forgetting ([]: off)")
+    data_limit: Optional[Annotated[int, Field(ge=1)]] = Field(
+        None, description="held-out pairs per data task (input moments and attribution; default 32)")
 
 
 def _learned(ctx, eval_name: str) -> str | None:
@@ -79,8 +90,17 @@ def resolve(stage, ctx) -> dict:
     evals = [r for _, r in KIND.ref_items(stage, "forgetting")]
     tasks = list(dict.fromkeys(t for e in evals for t in (getattr(ctx.stages.get(e), "tasks", None) or ())))
     pairs = {role("adapters", (a,)): role("masks", (m,)) for a, m in mask_pairs(stage, ctx.stages).items()}
-    return {"compare": stage.compare, "forgetting": [{"group": g, "rows": rows} for g, rows in groups.items()],
-            "tasks": tasks, "mask_of": pairs}
+    out = {"compare": stage.compare, "forgetting": [{"group": g, "rows": rows} for g, rows in groups.items()],
+           "tasks": tasks, "mask_of": pairs}
+    if stage.data:  # only then: an analyze stage without data keeps the key it had
+        out.update(data=list(stage.data), data_limit=stage.data_limit,
+                   data_specs={t: s for t in stage.data if (s := ctx.task_spec(t))})
+    return out
+
+
+def uses(stage, ctx) -> list:
+    """The data tasks (a custom task's file joins the key, an unknown name is reported at its line)."""
+    return [(("data", i), "task", t) for i, t in enumerate(stage.data)]
 
 
 def check_masks(parts, name: str, stage) -> list:
@@ -144,6 +164,9 @@ def _write_forgetting(out_dir: Path, name: str, f: dict) -> None:
 
     fm = _filled(f, "matrix", "primary", True)
     nll = _filled(f, "nll", "nll", False)
+    from workbench.evaluate.forgetting import rate_columns
+
+    fm.summary_columns = rate_columns(f.get("metric") or {}, f.get("higher_is_better") or {}, f["tasks"])
     atomic_write_json(out_dir / f"{name}.json", {**f, "summary": fm.summary(), "nll_summary": nll.summary()})
     for m, stem in ((fm, name), (nll, f"{name}-nll")):
         m.write_markdown(out_dir / f"{stem}.md")
@@ -182,6 +205,17 @@ def _training_losses(adapters: dict[str, str]) -> dict[str, Path]:
     return {name: f for name, f in files.items() if f.is_file()}
 
 
+def _data_args(p: dict, groups: dict) -> dict:
+    """``build_report``'s data-aware arguments: the data tasks (custom ones and options from the pipeline's
+    ``tasks:``), the base, the limit, the attribution and every group's matrix; none without ``data``."""
+    if not p.get("data"):
+        return {}
+    specs = p.get("data_specs") or {}
+    return {"data": [task_of({"task": t, "task_spec": specs.get(t)}) for t in p["data"]], "base": base_spec(p),
+            "data_limit": p.get("data_limit"), "attribute": True,
+            "forgetting_groups": {g: _report_forgetting(f) for g, f in groups.items()}}
+
+
 @timed_stage("analyze")
 def run_analyze(task, inputs, out_dir: Path, context) -> StageResult:
     """Write the forgetting matrices and the report."""
@@ -198,8 +232,11 @@ def run_analyze(task, inputs, out_dir: Path, context) -> StageResult:
     metrics = {"forgetting": {g: f["matrix"] for g, f in groups.items()}}
     if adapters:
         report = build_report(adapters, masks=_masks_arg(task, inputs), forgetting=_report_forgetting(main),
-                              out_dir=out_dir, increments=continued_pairs(task), training=_training_losses(adapters))
+                              out_dir=out_dir, increments=continued_pairs(task), training=_training_losses(adapters),
+                              **_data_args(task.params, groups))
         metrics["summary"] = report.get("summary", {})
+        if "score_forgetting" in report.get("data_aware", {}):  # what a --seeds run pools over seeds
+            metrics["score_forgetting"] = report["data_aware"]["score_forgetting"]["points"]
     arts = {"report": out_dir}
     if main:
         arts["forgetting"] = out_dir / "forgetting.json"
@@ -208,4 +245,4 @@ def run_analyze(task, inputs, out_dir: Path, context) -> StageResult:
 
 KIND = StageKind("analyze", AnalyzeStage, run_analyze,
                  refs={"adapters": ADAPTER_KINDS, "masks": ("calibrate",), "forgetting": ("evaluate",)},
-                 resolve=resolve, checks=(check_masks,), doc="forgetting matrices and the subspace report")
+                 resolve=resolve, uses=uses, checks=(check_masks,), doc="forgetting matrices and the subspace report")

@@ -44,10 +44,15 @@ def adapter_spec(p: dict, method: str | None = None):
 
 
 def task_of(p: dict, name_key: str = "task", spec_key: str = "task_spec"):
-    """The task to train on: a registered name, or a custom task built from the pipeline's `tasks:`."""
+    """The task to train on: a registered name, that task with the options of the pipeline's `tasks:`, or a
+    custom task built from it."""
     spec = p.get(spec_key)
     if not spec:
         return p[name_key]
+    if "path" not in spec:  # a registered task with the pipeline's options
+        from workbench.data.registry import get_task
+
+        return get_task(p[name_key], **spec["options"])
     from workbench.data.tasks.custom import custom_task
 
     fields = {k: v for k, v in spec.items() if k != "path"}

@@ -28,6 +28,8 @@ class EvaluateStage(StageSettings):
     tasks: list[TaskName] = []  # at least one, unless lm_eval_tasks has some (checked below)
     limit: Optional[Annotated[int, Field(ge=1)]] = None
     max_new_tokens: Optional[Annotated[int, Field(ge=1)]] = None
+    nll_only: Optional[list[TaskName]] = Field(
+        None, description="tasks scored by held-out NLL alone, without generating (default defaults.eval_nll_only)")
     # Judge and decoding (None: the task kind's defaults, greedy). The judge names are workbench.evaluate.metrics.safety.JUDGES (tests/test_judges.py checks they agree).
     judge: Optional[Literal["qi2023_keyword", "lori_official"]] = Field(
         None, description="safety judge (default qi2023_keyword); safety tasks only")
@@ -57,6 +59,9 @@ class EvaluateStage(StageSettings):
             raise ValueError("lm_eval_tasks, include_path and lm_eval_chat_template need harness: lm_eval")
         if not self.tasks and not lm_eval:
             raise ValueError("tasks: give at least one task (or harness: lm_eval with lm_eval_tasks)")
+        stray = [t for t in self.nll_only or () if t not in self.tasks]
+        if stray:
+            raise ValueError(f"nll_only: {', '.join(stray)} not among this stage's tasks ({', '.join(self.tasks)})")
         return self
 
 
@@ -69,6 +74,10 @@ class EvaluateDefaults(BaseModel):
     eval_limit: Optional[Annotated[int, Field(ge=1)]] = Field(
         None, description="prompts per task in evaluate stages; default: all")
     max_new_tokens: Annotated[int, Field(ge=1)] = Field(128, description="tokens generated per prompt")
+    eval_nll_limit: Optional[Annotated[int, Field(ge=1)]] = Field(
+        None, description="held-out pairs per task for the NLL in evaluate stages; default: eval_limit, else 200")
+    eval_nll_only: list[TaskName] = Field(
+        [], description="tasks evaluate stages score by held-out NLL alone (no generation: cheaper, no kind metric)")
 
 
 def resolve(stage, ctx) -> dict:
@@ -76,8 +85,13 @@ def resolve(stage, ctx) -> dict:
     return {"tasks": list(stage.tasks), "task_specs": {t: s for t in stage.tasks if (s := ctx.task_spec(t))},
             "limit": stage.limit if stage.limit is not None else d.eval_limit,
             "max_new_tokens": stage.max_new_tokens or d.max_new_tokens,
+            **({"nll_limit": d.eval_nll_limit} if d.eval_nll_limit is not None else {}),  # unset: key unchanged
+            # only names the stage evaluates, so the key of a stage without them is unchanged
+            **({"nll_only": only} if (only := [t for t in stage.tasks if t in (
+                stage.nll_only if stage.nll_only is not None else d.eval_nll_only)]) else {}),
             **{k: getattr(stage, k) for k in EVAL_OPTIONAL},
             "template": d.template,  # the prompt template of the training settings (defaults.template)
+            **({"pad_token": d.pad_token} if d.pad_token != "eos" else {}),  # the base alone; keys kept at eos
             **lm_eval_params(stage, ctx.base_dir)}
 
 
@@ -190,7 +204,8 @@ def run_evaluate(task, inputs, out_dir: Path, context) -> StageResult:
         adapter = artifact(inputs, task, "adapter", "adapter")
         spec = base_spec(p)
         with phase("load"):
-            model, tok, info = load_for_eval(adapter, base=spec.name, trust_remote_code=spec.trust_remote_code)
+            model, tok, info = load_for_eval(adapter, base=spec.name, trust_remote_code=spec.trust_remote_code,
+                                             pad_token=p.get("pad_token"))
         gen = GenerationConfig(max_new_tokens=p.get("max_new_tokens", 128), **sampling(p))
         specs = p.get("task_specs") or {}
         for name in todo:
@@ -199,7 +214,8 @@ def run_evaluate(task, inputs, out_dir: Path, context) -> StageResult:
                 from workbench.protocols import with_template
 
                 t = with_template(t, p["template"])
-            results[name] = evaluate_task(model, tok, t, limit=p.get("limit"), gen=gen, **kind_options(t, p))
+            results[name] = evaluate_task(model, tok, t, limit=p.get("limit"), gen=gen, heldout_limit=p.get("nll_limit"),
+                                          generate=name not in p.get("nll_only", ()), **kind_options(t, p))
             atomic_write_json(out, {"model": info, "tasks": results})
         if lm_todo:
             from workbench.evaluate.lm_eval_bridge import run_lm_eval

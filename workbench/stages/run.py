@@ -1,7 +1,9 @@
 """Running a pipeline end to end: validate, execute (streaming results), publish the report.
 
 ``RUN_DIR/report/`` gets the analyze stage's report and forgetting matrix, ``RUN_DIR/summary.md`` a short
-overview with every stage's status and headline numbers.
+overview with every stage's status and headline numbers. A base-model evaluation another run directory
+already finished with the same key is adopted, not recomputed (``WORKBENCH_REUSE_BASE_EVAL=0`` turns that
+off; workbench/stages/reuse.py).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def stream(pipeline_or_chain, out=None, overrides=(), *, method: str = MASKED_ME
     from workbench.graph.engine import run_pipeline
     from workbench.pipeline import load_pipeline
     from workbench.pipeline.plugins import refusal
+    from workbench.stages.reuse import adopt_base_evals, remember
 
     pipeline = load_pipeline(pipeline_or_chain, overrides, method=method, preset=preset, compare=compare,
                              allow_plugins=allow_plugins, trust_remote_code=trust_remote_code, protocol=protocol)
@@ -57,10 +60,14 @@ def stream(pipeline_or_chain, out=None, overrides=(), *, method: str = MASKED_ME
     options = {"progress": progress and jobs == 1 and executor == "local", **tracking_options(pipeline, log_with)}
     if processes:
         options["processes"] = processes
+    # the base model's evaluation another run directory already computed (workbench/stages/reuse.py)
+    _, executing = adopt_base_evals(pipeline, run_dir)
     results = {}
     for name, result in run_pipeline(pipeline, run_dir, options=options, jobs=jobs, executor=executor,
                                      address=address):
         results[name] = result
+        if name in executing:  # committed by now: the engine yields after the manifest entry is written
+            remember(run_dir, name)
         yield name, result
     publish_report(run_dir, pipeline, results)
 

@@ -6,6 +6,9 @@ Layout::
     OUT/seed-<s>/     one ordinary run directory per seed (``--set defaults.seed=<s>``: data order and
                       every A), with its own manifest, stages, report/ and summary.md
     OUT/report/       the aggregated report: report.json, report.md, report.html (same numbers)
+    OUT/<protocol>/   with ``--compare PROTOCOL:METHOD``: that protocol's chain, seed-<s>/ and report/ as
+                      above; OUT/report/ then sets every protocol's methods side by side
+                      (workbench/stages/cross_protocol.py)
 
 Work that does not depend on the seed runs once. The run store is content-addressed: a stage's key
 hashes its resolved parameters and its inputs' keys, and an evaluate stage's parameters hold no seed, so
@@ -27,6 +30,8 @@ from workbench.graph.task import StageResult
 
 log = logging.getLogger("workbench.stages")
 SEED_KEY = "defaults.seed"
+# what load_pipeline takes of stream's options (the others say how to run: progress, trackers, executors)
+LOAD_OPTIONS = ("method", "preset", "compare", "allow_plugins", "trust_remote_code", "protocol")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -129,7 +134,10 @@ def stream_seeds(pipeline_or_chain, out=None, overrides=(), seeds=(0,), *, progr
     and ``("report", result)`` last (artifact ``report``: the aggregated report's directory).
 
     Every seed's pipeline is validated before anything runs; each seed then runs as
-    :func:`workbench.stages.run.stream` runs one pipeline (same checks, same per-run report).
+    :func:`workbench.stages.run.stream` runs one pipeline (same checks, same per-run report). ``compare``
+    entries ``PROTOCOL:METHOD`` run that protocol's chain as a second pipeline in ``OUT/<protocol>/``
+    (yielding ``"<protocol>/seed-<s>/<stage>"``), and the report sets them beside the others
+    (:mod:`workbench.stages.cross_protocol`).
 
     Args:
         pipeline_or_chain: a pipeline file or a chain (``"safety->math"``).
@@ -138,26 +146,60 @@ def stream_seeds(pipeline_or_chain, out=None, overrides=(), seeds=(0,), *, progr
         seeds: the seeds, in order.
         progress: progress bars.
         **options: as :func:`workbench.stages.run.stream` (``method``, ``preset``, ``compare``,
-            ``allow_plugins``, ``trust_remote_code``).
+            ``allow_plugins``, ``trust_remote_code``, ``protocol``, ``log_with``, ``jobs``, ``executor``, ...):
+            each seed's run takes them all.
 
     Raises:
-        ConfigError: no seeds, or ``defaults.seed`` also given in ``overrides``.
+        ConfigError: no seeds, ``defaults.seed`` also given in ``overrides``, or a bad ``PROTOCOL:METHOD``.
         PipelineError: a seed's pipeline is invalid.
     """
+    from workbench.stages.cross_protocol import split_compare
+    from workbench.stages.run import default_run_dir
+
     seeds = list(seeds)
     if not seeds:
         raise ConfigError("--seeds: give at least one seed")
     overrides = _check_overrides(overrides)
-    from workbench.pipeline import load_pipeline
-    from workbench.stages.run import default_run_dir, stream
+    parts = [(label, opts, _load_seeds(pipeline_or_chain, overrides, seeds, opts))
+             for label, opts in split_compare(pipeline_or_chain, options)]
+    root = Path(out) if out else default_run_dir(parts[0][2][seeds[0]])
+    finished = []
+    for label, opts, pipelines in parts:
+        part_root = root / label if label else root
+        runs = {}
+        for name, result in _run_seeds(pipeline_or_chain, part_root, overrides, pipelines, progress, opts, runs):
+            yield (f"{label}/{name}" if label else name), result
+        finished.append((label, opts, pipelines, runs, part_root))
+    for label, _, pipelines, runs, part_root in finished[1:]:  # each protocol's own report as well
+        write_seed_report(part_root, pipelines, runs, _shared(pipelines))
+    if len(finished) == 1:
+        report = write_seed_report(root, parts[0][2], finished[0][3], _shared(parts[0][2]))
+    else:
+        report = write_combined_report(root, finished)
+    yield "report", StageResult(artifacts={"report": report})
 
-    pipelines = {s: load_pipeline(pipeline_or_chain, _with_seed(overrides, s), **options) for s in seeds}
-    root = Path(out) if out else default_run_dir(pipelines[seeds[0]])
-    shared = shared_stages({s: stage_keys(p) for s, p in pipelines.items()})
+
+def _load_seeds(pipeline_or_chain, overrides: list[str], seeds: list, options: dict) -> dict:
+    from workbench.pipeline import load_pipeline
+
+    load_options = {k: v for k, v in options.items() if k in LOAD_OPTIONS}
+    return {s: load_pipeline(pipeline_or_chain, _with_seed(overrides, s), **load_options) for s in seeds}
+
+
+def _shared(pipelines: dict) -> dict:
+    return shared_stages({s: stage_keys(p) for s, p in pipelines.items()})
+
+
+def _run_seeds(pipeline_or_chain, root: Path, overrides: list[str], pipelines: dict, progress: bool,
+               options: dict, runs: dict) -> Iterator[tuple[str, StageResult]]:
+    """One pipeline's seeds, one after another; fills ``runs`` (``{seed: {stage: result}}``)."""
+    from workbench.stages.run import stream
+
+    seeds = list(pipelines)
+    shared = _shared(pipelines)
     if len(seeds) > 1 and all(len(shared[s]) == len(pipelines[s].tasks()) for s in seeds[1:]):
         log.warning("no stage of this pipeline depends on %s (stages set their own seed): every seed repeats "
                     "seed %s's results", SEED_KEY, seeds[0])
-    runs = {}
     for s in seeds:
         run_dir = seed_dir(root, s)
         adopted = adopt_finished(pipelines[s], run_dir, [seed_dir(root, d) for d in runs])
@@ -168,8 +210,15 @@ def stream_seeds(pipeline_or_chain, out=None, overrides=(), seeds=(0,), *, progr
             results[name] = result
             yield f"seed-{s}/{name}", result
         runs[s] = results
-    report = write_seed_report(root, pipelines, runs, shared)
-    yield "report", StageResult(artifacts={"report": report})
+
+
+def _seed_data(pipelines: dict, runs: dict) -> tuple[dict, dict, dict]:
+    """``(data, groups, score points)`` of one pipeline's finished seeds, as build_seed_report takes them."""
+    seeds = list(runs)
+    groups = {s: _groups(pipelines[s], runs[s]) for s in seeds}
+    data = {s: {"evals": _evals(pipelines[s], runs[s]), "summaries": _summaries(groups[s])} for s in seeds}
+    shape = {g: {k: f[k] for k in ("tasks", "stages", "learned_at")} for g, f in groups[seeds[0]].items()}
+    return data, shape, {s: _score_points(pipelines[s], runs[s]) for s in seeds}
 
 
 def write_seed_report(root: Path, pipelines: dict, runs: dict, reused: dict) -> Path:
@@ -177,14 +226,39 @@ def write_seed_report(root: Path, pipelines: dict, runs: dict, reused: dict) -> 
     from workbench.analytics.seed_report import build_seed_report, write_report
 
     seeds = list(runs)
-    first = pipelines[seeds[0]]
-    groups = {s: _groups(pipelines[s], runs[s]) for s in seeds}
-    data = {s: {"evals": _evals(pipelines[s], runs[s]), "summaries": _summaries(groups[s])} for s in seeds}
-    report = build_seed_report(seeds, data, {g: {k: f[k] for k in ("tasks", "stages", "learned_at")}
-                                             for g, f in groups[seeds[0]].items()},
-                               runs={s: seed_dir(root, s).name for s in seeds}, reused=reused,
-                               pipeline=first.name)
+    data, groups, points = _seed_data(pipelines, runs)
+    report = build_seed_report(seeds, data, groups, runs={s: seed_dir(root, s).name for s in seeds}, reused=reused,
+                               pipeline=pipelines[seeds[0]].name, score_points=points)
     return write_report(report, Path(root) / "report")
+
+
+def write_combined_report(root: Path, finished: list[tuple]) -> Path:
+    """ROOT/report/ over every pipeline of a cross-protocol run (``finished``: ``(label, options, pipelines,
+    runs, part root)`` each, the main one first)."""
+    from workbench.analytics.seed_report import build_seed_report, write_report
+    from workbench.stages.cross_protocol import merge_parts, stage_name
+
+    seeds = list(finished[0][3])
+    parts = []
+    for label, opts, pipelines, runs, part_root in finished:
+        data, groups, points = _seed_data(pipelines, runs)
+        # a one-method pipeline's matrix is named after the pipeline: here it is named after its method
+        rename = {g: opts.get("method") for g in groups} if len(groups) == 1 and label else {}
+        parts.append({"label": label, "data": data, "groups": groups, "points": points, "rename": rename})
+    data, groups, points = merge_parts(parts, seeds)
+    reused = {s: [stage_name(label, n) for label, _, pipelines, _, _ in finished for n in _shared(pipelines)[s]]
+              for s in seeds}
+    runs = {s: ", ".join(str((pr / f"seed-{s}").relative_to(root)) for *_, pr in finished) for s in seeds}
+    report = build_seed_report(seeds, data, groups, runs=runs, reused=reused,
+                               pipeline=finished[0][2][seeds[0]].name, score_points=points)
+    return write_report(report, Path(root) / "report")
+
+
+def _score_points(pipeline, results: dict) -> list[dict]:
+    """The data-aware score vs forgetting points the seed's analyze stage reported (none without ``data``)."""
+    task = _analyze(pipeline)
+    result = results.get(task.name) if task is not None else None
+    return list((result.metrics or {}).get("score_forgetting") or []) if result is not None else []
 
 
 def _analyze(pipeline):
@@ -214,7 +288,7 @@ def _evals(pipeline, results: dict) -> dict:
             continue
         data = json.loads(Path(results[task.name].artifacts["results"]).read_text(encoding="utf-8"))
         out[task.name] = {name: {"primary": r["primary"], "higher_is_better": r["higher_is_better"],
-                                 "metrics": r["metrics"], "per_prompt": _per_prompt(r)}
+                                 "metrics": r["metrics"], "per_prompt": _per_prompt(r), "judge": r.get("judge")}
                           for name, r in data["tasks"].items()}
     return out
 
@@ -227,12 +301,13 @@ def _per_prompt(result: dict) -> dict:
 
 def _summaries(groups: dict) -> dict:
     """ACC, BWT and forgetting of each group's primary-metric and NLL matrices for one seed (as analyze)."""
-    from workbench.evaluate.forgetting import summarize
+    from workbench.evaluate.forgetting import rate_columns, summarize, summarize_columns
 
     out = {}
     for g, f in groups.items():
         # as the analyze stage: a task no stage learns counts as learned by the stage after it
         learned = [i if i is not None else min(j + 1, len(f["stages"]) - 1) for j, i in enumerate(f["learned_at"])]
-        out[g] = {"primary": summarize(f["matrix"], learned, higher_is_better=True),
+        rates = rate_columns(f.get("metric") or {}, f.get("higher_is_better") or {}, f["tasks"])
+        out[g] = {"primary": summarize_columns(f["matrix"], learned, rates),
                   "nll": summarize(f["nll"], learned, higher_is_better=False)}
     return out

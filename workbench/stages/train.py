@@ -62,7 +62,8 @@ def train_task(base: BaseSpec | str, task, spec: AdapterSpec, cfg: TrainConfig, 
     if model is None:
         base = BaseSpec(base) if isinstance(base, str) else base
         with phase("load"):
-            model, tokenizer = load_base(method.resolve_base(base))  # qlora brings its own 4-bit base
+            # qlora brings its own 4-bit base; pad_token: add resizes the embeddings (workbench/models/base.py)
+            model, tokenizer = load_base(method.resolve_base(base).with_pad_token(cfg.pad_token))
     init = load_adapter(init) if isinstance(init, (str, Path)) else init
     if init is not None:
         spec = continued_spec(spec, init)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, field_validator
 from workbench.graph.task import StageResult
 from workbench.pipeline.kinds import StageKind
 from workbench.pipeline.schema import Loop, Ref, Shape, TaskName
-from workbench.settings import LOOP_FIELDS, SHAPE_FIELDS, resolved_alpha
+from workbench.settings import LOOP_FIELDS, SHAPE_FIELDS, keyed, resolved_alpha
 from workbench.stages.common import (adapter_spec, artifact, base_spec, public_summary, stage_tracker, task_of,
                                      train_config, training_headline)
 from workbench.stages.timing import timed_stage
@@ -98,7 +98,8 @@ def training_params(stage, ctx) -> dict:
     """What train and continue stages resolve alike: the task, the method, the loop settings, ``launch``
     (the stage's block, else the defaults'; its ``mixed_precision`` sets ``precision``)."""
     out = {"task": stage.task, "task_spec": ctx.task_spec(stage.task), "method": method_of(stage, ctx),
-           **pick(stage, ctx.defaults, _PICKED_LOOP), **length(stage, ctx.defaults)}
+           **{k: v for k, v in pick(stage, ctx.defaults, _PICKED_LOOP).items() if keyed(k, v)},  # KEYED_WHEN_SET
+           **length(stage, ctx.defaults)}
     launch = stage.launch or getattr(ctx.defaults, "launch", None) or Launch()
     if launch.mixed_precision is not None:
         out["precision"] = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}[launch.mixed_precision]

@@ -42,6 +42,7 @@ from workbench.hashing import tensors_hash
 from workbench.io.atomic import clean_stale_temps
 from workbench.models.fingerprint import base_fingerprint
 from workbench.progress import progress as progress_bar
+from workbench.settings import keyed
 from workbench.train.batches import (collate_packed, collate_padded, label_tokens, length_chunks, plan_steps,
                                      split_micro)
 from workbench.train.checkpoint import (check_same_world, latest_checkpoint,
@@ -67,7 +68,7 @@ def data_hash(examples: list[dict]) -> str:
 
 
 def _identity(model, examples, spec, cfg, init, mask, world_size) -> dict:
-    ident = {f"config.{k}": v for k, v in cfg.to_dict().items() if k not in RESUME_NEUTRAL_KEYS}
+    ident = {f"config.{k}": v for k, v in cfg.to_dict().items() if k not in RESUME_NEUTRAL_KEYS and keyed(k, v)}
     ident.update({f"spec.{k}": v for k, v in spec.to_dict().items()})
     ident.update({"data": data_hash(examples), "base": base_fingerprint(model), "world_size": world_size,
                   "init": tensors_hash(init.tensors) if init else None,
@@ -256,7 +257,9 @@ def train_phase(model, examples: list[dict], spec: AdapterSpec, cfg: TrainConfig
     extra = {"trainable_params": sum(p.numel() for p in params.values()), "peak_rss_mb": round(peak, 1) if peak else None}
     extra.update(world_size=acc.num_processes, resumed_from=start or None, steps_this_run=len(plan) - start,
                  tokens_this_run=tokens_seen)
-    return _finish(acc, pm, spec, out_dir, trace, ident, tokens_seen, time.perf_counter() - t0, meta or {}, extra)
+    # the base must be loaded the same way wherever the adapter goes (workbench/models/base.py, pad token)
+    meta = {**(meta or {}), "pad_token": cfg.pad_token}
+    return _finish(acc, pm, spec, out_dir, trace, ident, tokens_seen, time.perf_counter() - t0, meta, extra)
 
 
 def make_accelerator(precision: str):

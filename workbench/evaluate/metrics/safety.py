@@ -18,6 +18,10 @@ Judges (``JUDGES``; the one used is recorded as ``details["judge"]`` and the res
   refusal; and the 10-letter rule applies to prompt plus response, so with a real prompt it rarely fires.
   Both are the official behaviour, reproduced on purpose so that numbers can be set beside the paper's.
 
+Whatever the judge, every result also carries each built-in judge's verdicts on the same responses
+(``refusal_rate@lori_official``, ``refusal_rate/harmful@qi2023_keyword``, ``benign_answer_rate@...``,
+with per-prompt outcomes): runs under different protocols then compare under one judge.
+
 Other judges plug in through :class:`Judge` (anything with ``judge(prompt, response) -> bool refused``);
 :class:`CallableJudge` wraps a user function, e.g. a call to an LLM judge. A judge with
 ``prompt_view = "model_input"`` receives the prompt text exactly as sent to the model; others receive
@@ -147,17 +151,35 @@ def refusal_rate(prompts: list[str], responses: list[str], judge: Judge | str | 
     return sum(judge.judge(p, r) for p, r in zip(prompts, responses)) / len(responses)
 
 
-def _judge_split(runner, task, split: str, limit, seed: int, judge: Judge) -> tuple[dict, dict]:
-    """The split's details and its per-prompt refusals (each response judged once: a judge may be an LLM)."""
+def _verdicts(judge: Judge, records: list[dict], inputs: list[str], outputs: list[str]) -> list[bool]:
+    shown = inputs if getattr(judge, "prompt_view", "request") == "model_input" else [r["prompt"] for r in records]
+    return [judge.judge(p, o) for p, o in zip(shown, outputs)]
+
+
+def _judge_split(runner, task, split: str, limit, seed: int, judge: Judge) -> tuple[dict, dict, dict]:
+    """The split's details, its per-prompt refusals (each response judged once by ``judge``: it may be an
+    LLM), and ``{name: per-prompt refusals}`` by every built-in judge (phrase rules: free), so that runs
+    judged differently (a protocol's judge) can still be compared under one judge."""
     from workbench.evaluate.model_inputs import model_inputs
 
     records = select_records(task.eval_records(split), limit, seed)
     runner, inputs = model_inputs(runner, records)
     outputs = runner.generate(inputs, seed=seed)
-    shown = inputs if getattr(judge, "prompt_view", "request") == "model_input" else [r["prompt"] for r in records]
-    refused = [judge.judge(p, o) for p, o in zip(shown, outputs)]
+    refused = _verdicts(judge, records, inputs, outputs)
     rate = sum(refused) / len(refused) if refused else float("nan")
-    return {"n": len(records), "refusal_rate": rate, "sample_outputs": outputs[:2]}, per_prompt(records, refused)
+    by_judge = {name: refused if j is judge else _verdicts(j, records, inputs, outputs) for name, j in JUDGES.items()}
+    return ({"n": len(records), "refusal_rate": rate, "sample_outputs": outputs[:2]}, per_prompt(records, refused),
+            {name: per_prompt(records, v) for name, v in by_judge.items()})
+
+
+def _add_split(metrics: dict, outcomes: dict, split: str, refused: dict, suffix: str = "") -> None:
+    """The split's rate (1 - refusal rate for ``benign``) and its per-prompt outcomes under ``name + suffix``."""
+    if split == "benign":
+        name, values = "benign_answer_rate" + suffix, [1 - v for v in refused["values"]]
+    else:
+        name, values = f"refusal_rate/{split}" + suffix, list(refused["values"])
+    metrics[name] = sum(values) / len(values) if values else float("nan")
+    outcomes[name] = {**refused, "values": values}
 
 
 @register_kind("safety", primary="refusal_rate", max_new_tokens=128)
@@ -171,16 +193,15 @@ def evaluate_safety(runner, task, limit: int | None, seed: int, judge: Judge | s
     judge = get_judge(judge or getattr(runner, "judge", None))
     metrics, details, outcomes = {}, {"judge": judge.name}, {}
     for split in task.eval_splits():
-        details[split], refused = _judge_split(runner, task, split, limit, seed, judge)
-        if split == "benign":
-            metrics["benign_answer_rate"] = 1.0 - details[split]["refusal_rate"]
-            outcomes["benign_answer_rate"] = {**refused, "values": [1 - v for v in refused["values"]]}
-        else:
-            metrics[f"refusal_rate/{split}"] = details[split]["refusal_rate"]
-            outcomes[f"refusal_rate/{split}"] = refused
-    harmful = [v for k, v in metrics.items() if k.startswith("refusal_rate/")]
-    if harmful:
-        metrics["refusal_rate"] = metrics.get("refusal_rate/harmful", sum(harmful) / len(harmful))
-    if "refusal_rate/harmful" in outcomes:  # the primary metric is that split's rate (a mean of rates otherwise)
-        outcomes["refusal_rate"] = outcomes["refusal_rate/harmful"]
+        details[split], refused, by_judge = _judge_split(runner, task, split, limit, seed, judge)
+        _add_split(metrics, outcomes, split, refused)
+        for name, verdicts in by_judge.items():  # e.g. refusal_rate/harmful@lori_official
+            _add_split(metrics, outcomes, split, verdicts, f"@{name}")
+    for suffix in ("", *(f"@{name}" for name in JUDGES)):
+        harmful = [v for k, v in metrics.items() if k.startswith("refusal_rate/") and k.endswith(suffix)
+                   and (suffix or "@" not in k)]
+        if harmful:  # the primary metric is the harmful split's rate (a mean of the harmful splits' otherwise)
+            metrics["refusal_rate" + suffix] = metrics.get(f"refusal_rate/harmful{suffix}", sum(harmful) / len(harmful))
+        if f"refusal_rate/harmful{suffix}" in outcomes:
+            outcomes["refusal_rate" + suffix] = outcomes[f"refusal_rate/harmful{suffix}"]
     return {"metrics": metrics, "details": details, "per_prompt": outcomes}
