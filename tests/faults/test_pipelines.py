@@ -197,7 +197,7 @@ def test_kill_while_evaluating_task_3_of_4_recomputes_only_3_and_4(tmp_path, mon
 
     calls, killed = [], []
 
-    def fake_evaluate(model, tok, task, limit=None, gen=None):
+    def fake_evaluate(model, tok, task, limit=None, gen=None, **options):
         calls.append(task)
         if task == "t3" and not killed:
             killed.append(task)

@@ -24,7 +24,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--method", default="lori_s", help="chain only: adapter method (default lori_s)")
     p.add_argument("--preset", default="quick", choices=["quick", "default", "signal", "paper"], help="chain only")
     add_list_option(p, "--compare", metavar="METHOD",
-                   help="chain only: also run this method on the same chain (several: --compare a b or repeated)")
+                   help="chain only: also run this method on the same chain (several: --compare a b or repeated; "
+                        "PROTOCOL:METHOD, e.g. official:lori_s, validates that protocol's chain too)")
     add_protocol(p)
     add_allow_plugins(p)
     add_trust_remote_code(p, pipeline=True)
@@ -33,11 +34,14 @@ def add_parser(subparsers) -> None:
 
 def handler(args) -> int:
     from workbench.pipeline import validate
+    from workbench.stages.cross_protocol import split_compare
 
-    result = validate(args.pipeline, args.overrides, run_dir=args.out, method=args.method,
-                      preset=args.preset, compare=args.compare, allow_plugins=args.allow_plugins, protocol=args.protocol,
-                      trust_remote_code=args.trust_remote_code)
-    print(format_validation(result))
+    options = dict(method=args.method, preset=args.preset, compare=args.compare, allow_plugins=args.allow_plugins,
+                   protocol=args.protocol, trust_remote_code=args.trust_remote_code)
+    # --compare PROTOCOL:METHOD: one pipeline per protocol, each validated (as `workbench run --seeds` runs them)
+    for label, opts in split_compare(args.pipeline, options):
+        result = validate(args.pipeline, args.overrides, run_dir=None if label else args.out, **opts)
+        print(format_validation(result))
     return 0
 
 
