@@ -81,15 +81,19 @@ def method_table(data: dict) -> str:
     lines = [head, "|---" * (len(cols) + 2) + "|"]
     for m, by_seed in data.items():
         seeds = sorted(by_seed)
-        lines.append(f"| {LABEL.get(m, m)} | {len(seeds)} | " +
+        name = LABEL.get(m, m) + (" (NLL on the official template)" if ":" in m else "")
+        lines.append(f"| {name} | {len(seeds)} | " +
                      " | ".join(_ci([by_seed[s][c] for s in seeds]) for c in cols) + " |")
     return "\n".join(lines)
 
 
 def drop_comparisons(data: dict, key: str = "drop") -> tuple[str, list[dict]]:
-    """Every pair of methods' per-seed ``key`` (B - A), paired by seed; Holm across the table."""
+    """Every pair of methods' per-seed ``key`` (B - A), paired by seed; Holm across the table. An NLL is
+    not compared across protocols (each scores it on its own prompt format)."""
     rows = []
     for a, b in combinations(data, 2):
+        if "NLL" in key and (":" in a) != (":" in b):
+            continue
         seeds = sorted(set(data[a]) & set(data[b]))
         test = stats.paired_by_seed([data[a][s][key] for s in seeds], [data[b][s][key] for s in seeds])
         rows.append({"a": a, "b": b, "n": len(seeds), **test.to_json()})

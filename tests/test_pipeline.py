@@ -193,9 +193,11 @@ _NOT_IN_PARAMS = {"kind": "the Task's kind", "steps": "resolved as steps/epochs 
 def test_every_stage_field_is_part_of_the_cache_key(kind):
     """A field left out of Task.params would change a stage without changing its key: a stale cache hit.
     Some fields enter the params only away from their default (so that keys from before they existed
-    stay valid): the signal preset (``nll_only``) and the official protocol (``pad_token``) set them."""
+    stay valid): the signal preset (``nll_only``), the official protocol (``pad_token``) and an analyze
+    stage without attribution set them."""
     pipes = [load_pipeline("pipelines/merge-four.yaml"), load_pipeline("safety->math"),
-             load_pipeline("safety->math", preset="signal"), load_pipeline("safety->math", protocol="official")]
+             load_pipeline("safety->math", preset="signal"), load_pipeline("safety->math", protocol="official"),
+             load_pipeline("safety->math", ["stages.analyze.attribute=false"], preset="signal")]
     params = set().union(*(t.params for pipe in pipes for t in pipe.tasks() if t.kind == kind))
     model = schema.KIND_MODELS[kind]
     fields = {f.alias or n for n, f in model.model_fields.items()} - set(schema.REF_FIELDS[kind]) - set(_NOT_IN_PARAMS)

@@ -142,3 +142,18 @@ def test_primary_summary_averages_rates_only():
             fm.set(fm.stages[i], fm.tasks[j], v)
     assert fm.summary() == s and "ACC 0.200" in fm.to_markdown()
     assert summarize_columns(matrix, [1, 2], [])["acc"] is None
+
+
+def test_a_task_scored_by_nll_alone_is_tested_once_per_cell():
+    """Its primary metric is its NLL: the comparison table holds it once, not twice (Holm's family too)."""
+    from workbench.analytics.seed_report import build_seed_report
+
+    def rec(v):
+        return {"primary": "nll", "higher_is_better": False, "metrics": {"nll": v}, "per_prompt": {}}
+
+    data = {s: {"evals": {"b": {"math": rec(1.5)}, "x": {"math": rec(1.0 + s / 10)}, "y": {"math": rec(1.2 + s / 7)}},
+                "summaries": {}} for s in (0, 1, 2)}
+    groups = {"p": {"tasks": ["math"], "stages": ["b", "x"], "learned_at": [1]},
+              "q": {"tasks": ["math"], "stages": ["b", "y"], "learned_at": [1]}}
+    rows = build_seed_report([0, 1, 2], data, groups)["comparisons"]
+    assert [(r["which"], r["metric"]) for r in rows] == [("nll", "nll")]

@@ -164,7 +164,10 @@ def build_comparisons(data: dict, seeds: list, groups: dict, forgetting: dict, a
                 continue  # the base model under two prompt formats: not a method difference
             for task in ga["tasks"]:
                 for which in WHICH:
-                    if across and "nll" in (which, _metric_name(data, seeds, ga["stages"][k], task, which)):
+                    metric = _metric_name(data, seeds, ga["stages"][k], task, which)
+                    if which == "primary" and metric == "nll":
+                        continue  # a task scored by NLL alone: its primary row is the NLL row, tested once
+                    if across and "nll" in (which, metric):
                         continue  # each protocol scores NLL on its own prompt format (stages/cross_protocol.py)
                     row = compare_cell(data, seeds, ga["stages"][k], gb["stages"][k], task, which)
                     if row is not None:

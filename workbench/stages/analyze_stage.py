@@ -56,6 +56,8 @@ class AnalyzeStage(StageSettings):
     data: list[TaskName] = Field(
         [], description="tasks whose held-out inputs weigh the data-aware interference section, its score vs "
                         "forgetting and the attribution of the first task's forgetting ([]: off)")
+    attribute: bool = Field(True, description="with data: also the per-module attribution of one pair (NLL "
+                                             "passes on the base: the costly part)")
     data_limit: Optional[Annotated[int, Field(ge=1)]] = Field(
         None, description="held-out pairs per data task (input moments and attribution; default 32)")
 
@@ -95,6 +97,8 @@ def resolve(stage, ctx) -> dict:
     if stage.data:  # only then: an analyze stage without data keeps the key it had
         out.update(data=list(stage.data), data_limit=stage.data_limit,
                    data_specs={t: s for t in stage.data if (s := ctx.task_spec(t))})
+        if not stage.attribute:  # only when off: the keys of stages with attribution stay as they were
+            out["attribute"] = False
     return out
 
 
@@ -212,7 +216,7 @@ def _data_args(p: dict, groups: dict) -> dict:
         return {}
     specs = p.get("data_specs") or {}
     return {"data": [task_of({"task": t, "task_spec": specs.get(t)}) for t in p["data"]], "base": base_spec(p),
-            "data_limit": p.get("data_limit"), "attribute": True,
+            "data_limit": p.get("data_limit"), "attribute": p.get("attribute", True),
             "forgetting_groups": {g: _report_forgetting(f) for g, f in groups.items()}}
 
 
