@@ -308,11 +308,19 @@ def test_merge_four_jobs_2_overlaps_and_equals_jobs_1(tmp_path):
     assert tensors >= 6  # four trained adapters and two merges at least
 
 
-def test_cli_refuses_bad_jobs_and_seeds_with_jobs(capsys):
+def test_cli_refuses_bad_jobs_and_passes_jobs_to_every_seed(capsys, monkeypatch):
     from workbench.cli import main
+    from workbench.stages import seeds
 
     with pytest.raises(SystemExit):
         main(["run", "safety->math", "--jobs", "0"])
     assert "--jobs" in capsys.readouterr().err
-    assert main(["run", "safety->math", "--seeds", "0,1", "--jobs", "2"]) != 0
-    assert "--seeds runs with --jobs 1" in capsys.readouterr().err
+    seen = {}
+
+    def fake_stream_seeds(chain, out, overrides, seed_list, **options):
+        seen.update(options, seeds=seed_list)
+        return iter(())
+
+    monkeypatch.setattr(seeds, "stream_seeds", fake_stream_seeds)
+    assert main(["run", "safety->math", "--seeds", "0,1", "--jobs", "2", "--quiet"]) == 0
+    assert seen["jobs"] == 2 and seen["seeds"] == [0, 1] and seen["executor"] == "local"
