@@ -243,7 +243,7 @@ def write_combined_report(root: Path, finished: list[tuple]) -> Path:
     for label, opts, pipelines, runs, part_root in finished:
         data, groups, points = _seed_data(pipelines, runs)
         # a one-method pipeline's matrix is named after the pipeline: here it is named after its method
-        rename = {g: opts.get("method") for g in groups} if len(groups) == 1 and label else {}
+        rename = {g: opts.get("method") for g in groups} if len(groups) == 1 and opts.get("method") else {}
         parts.append({"label": label, "data": data, "groups": groups, "points": points, "rename": rename})
     data, groups, points = merge_parts(parts, seeds)
     reused = {s: [stage_name(label, n) for label, _, pipelines, _, _ in finished for n in _shared(pipelines)[s]]
