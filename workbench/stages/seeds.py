@@ -166,14 +166,15 @@ def stream_seeds(pipeline_or_chain, out=None, overrides=(), seeds=(0,), *, progr
     finished = []
     for label, opts, pipelines in parts:
         part_root = root / label if label else root
-        runs = {}
-        for name, result in _run_seeds(pipeline_or_chain, part_root, overrides, pipelines, progress, opts, runs):
+        runs, shared = {}, _shared(pipelines)  # once per pipeline: keys hash every stage's parameters
+        for name, result in _run_seeds(pipeline_or_chain, part_root, overrides, pipelines, shared, progress, opts,
+                                       runs):
             yield (f"{label}/{name}" if label else name), result
-        finished.append((label, opts, pipelines, runs, part_root))
-    for label, _, pipelines, runs, part_root in finished[1:]:  # each protocol's own report as well
-        write_seed_report(part_root, pipelines, runs, _shared(pipelines))
+        finished.append((label, opts, pipelines, runs, part_root, shared))
+    for label, _, pipelines, runs, part_root, shared in finished[1:]:  # each protocol's own report as well
+        write_seed_report(part_root, pipelines, runs, shared)
     if len(finished) == 1:
-        report = write_seed_report(root, parts[0][2], finished[0][3], _shared(parts[0][2]))
+        report = write_seed_report(root, parts[0][2], finished[0][3], finished[0][5])
     else:
         report = write_combined_report(root, finished)
     yield "report", StageResult(artifacts={"report": report})
@@ -190,13 +191,12 @@ def _shared(pipelines: dict) -> dict:
     return shared_stages({s: stage_keys(p) for s, p in pipelines.items()})
 
 
-def _run_seeds(pipeline_or_chain, root: Path, overrides: list[str], pipelines: dict, progress: bool,
+def _run_seeds(pipeline_or_chain, root: Path, overrides: list[str], pipelines: dict, shared: dict, progress: bool,
                options: dict, runs: dict) -> Iterator[tuple[str, StageResult]]:
     """One pipeline's seeds, one after another; fills ``runs`` (``{seed: {stage: result}}``)."""
     from workbench.stages.run import stream
 
     seeds = list(pipelines)
-    shared = _shared(pipelines)
     if len(seeds) > 1 and all(len(shared[s]) == len(pipelines[s].tasks()) for s in seeds[1:]):
         log.warning("no stage of this pipeline depends on %s (stages set their own seed): every seed repeats "
                     "seed %s's results", SEED_KEY, seeds[0])
@@ -234,21 +234,20 @@ def write_seed_report(root: Path, pipelines: dict, runs: dict, reused: dict) -> 
 
 def write_combined_report(root: Path, finished: list[tuple]) -> Path:
     """ROOT/report/ over every pipeline of a cross-protocol run (``finished``: ``(label, options, pipelines,
-    runs, part root)`` each, the main one first)."""
+    runs, part root, shared stages)`` each, the main one first)."""
     from workbench.analytics.seed_report import build_seed_report, write_report
     from workbench.stages.cross_protocol import merge_parts, stage_name
 
     seeds = list(finished[0][3])
     parts = []
-    for label, opts, pipelines, runs, part_root in finished:
+    for label, opts, pipelines, runs, *_ in finished:
         data, groups, points = _seed_data(pipelines, runs)
         # a one-method pipeline's matrix is named after the pipeline: here it is named after its method
         rename = {g: opts.get("method") for g in groups} if len(groups) == 1 and opts.get("method") else {}
         parts.append({"label": label, "data": data, "groups": groups, "points": points, "rename": rename})
     data, groups, points = merge_parts(parts, seeds)
-    reused = {s: [stage_name(label, n) for label, _, pipelines, _, _ in finished for n in _shared(pipelines)[s]]
-              for s in seeds}
-    runs = {s: ", ".join(str((pr / f"seed-{s}").relative_to(root)) for *_, pr in finished) for s in seeds}
+    reused = {s: [stage_name(label, n) for label, *_, shared in finished for n in shared[s]] for s in seeds}
+    runs = {s: ", ".join(str((pr / f"seed-{s}").relative_to(root)) for *_, pr, _ in finished) for s in seeds}
     report = build_seed_report(seeds, data, groups, runs=runs, reused=reused,
                                pipeline=finished[0][2][seeds[0]].name, score_points=points)
     return write_report(report, Path(root) / "report")
