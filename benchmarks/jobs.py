@@ -1,6 +1,7 @@
 """Parallel stages: one ``workbench run`` chain comparison with ``--jobs 1`` and with ``--jobs 2``, wall
-time of each and their ratio, and a check that both runs' artifacts are the same (the SHA-256 of every
-non-JSON artifact file in the two manifests; safetensors files whose bytes differ are compared by content).
+time of each and their ratio, and a check that both runs' artifacts are the same bytes (the SHA-256 of
+every non-JSON artifact file in the two manifests; tensor files are written in a canonical form,
+``workbench.io.tensors.canonical_metadata``, so a worker process writes the engine's bytes).
 
 Default: ``'safety->math' --compare lora --compare lori_d`` on the embedded model with the quick preset,
 shortened by ``--set defaults.steps=4 defaults.eval_limit=4`` so that both runs fit in minutes on a
@@ -40,7 +41,10 @@ def run_once(chain: str, compare: list[str], sets: list[str], jobs: int, out: Pa
         cmd += ["--set", s]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})
+                          # no base evaluation reused from the other run (workbench/stages/reuse.py): each run
+                          # computes every stage, or the second would skip one
+                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
+                               "WORKBENCH_REUSE_BASE_EVAL": "0"})
     wall = time.perf_counter() - t0
     if proc.returncode:
         sys.exit(f"--jobs {jobs} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -52,26 +56,6 @@ def tensor_hashes(run: Path) -> dict:
     stages = json.loads((run / "manifest.json").read_text())["stages"]
     return {(n, a, f): h for n, e in stages.items() for a, rec in e["artifacts"].items()
             for f, h in rec["sha256"].items() if not (f or rec["path"]).endswith(".json")}
-
-
-def same_content(run1: Path, run2: Path, differing: list) -> bool:
-    """Whether safetensors files whose bytes differ hold equal tensors and metadata: safetensors writes its
-    metadata in a per-process random order (a Rust HashMap), so a mask file's bytes differ between any two
-    processes, ``--jobs 1`` or not."""
-    import torch
-    from safetensors import safe_open
-
-    stages1 = json.loads((run1 / "manifest.json").read_text())["stages"]
-    for n, art, f in differing:
-        rel = stages1[n]["artifacts"][art]["path"] + (f"/{f}" if f else "")
-        if not rel.endswith(".safetensors"):
-            return False
-        with safe_open(str(run1 / rel), "pt") as a, safe_open(str(run2 / rel), "pt") as b:
-            if a.metadata() != b.metadata() or sorted(a.keys()) != sorted(b.keys()):
-                return False
-            if not all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys()):
-                return False
-    return True
 
 
 def overlap_s(run: Path) -> float:
@@ -108,11 +92,10 @@ def main() -> None:
                   f"(load now {load()})", flush=True)
         differing = [k for k in hashes[1] if hashes[1][k] != hashes[args.jobs].get(k)]
         same = sorted(hashes[1]) == sorted(hashes[args.jobs]) and not differing
-        content = same or same_content(Path(tmp) / "jobs1", Path(tmp) / f"jobs{args.jobs}", differing)
     ratio = walls[1] / walls[args.jobs]
     print(f"load after (1/5/15 min): {load()}")
     print(f"RESULT jobs ratio={ratio:.2f} jobs1={walls[1]:.1f}s jobs{args.jobs}={walls[args.jobs]:.1f}s "
-          f"bytes_equal={same} content_equal={content} bytes_differ={len(differing)}/{len(hashes[1])} chain={args.chain!r} compare={','.join(compare)} "
+          f"bytes_equal={same} bytes_differ={len(differing)}/{len(hashes[1])} chain={args.chain!r} compare={','.join(compare)} "
           f"set={','.join(sets)}")
 
 

@@ -11,9 +11,10 @@ from workbench.models.base import load_base
 
 
 @pytest.fixture()
-def tiny_dir(tmp_path):
+def tiny_dir(tmp_path, monkeypatch):
     from workbench.models.tiny import save_tiny_llama
 
+    monkeypatch.setenv("WORKBENCH_BASE_CACHE_MB", "4096")  # the cache is off by default
     cache.clear()
     yield save_tiny_llama(tmp_path / "model")
     cache.clear()
@@ -52,6 +53,9 @@ def test_rewritten_model_dir_is_loaded_afresh(tiny_dir):
 
 def test_cache_off(tiny_dir, monkeypatch):
     monkeypatch.setenv("WORKBENCH_BASE_CACHE_MB", "0")
+    load_base(str(tiny_dir))
+    assert cache._entry == {}
+    monkeypatch.delenv("WORKBENCH_BASE_CACHE_MB")  # unset: off (measured not to pay on the embedded model)
     load_base(str(tiny_dir))
     assert cache._entry == {}
     monkeypatch.setenv("WORKBENCH_BASE_CACHE_MB", "lots")

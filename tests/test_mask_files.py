@@ -222,3 +222,24 @@ def test_cli_subprocess_error_is_one_line(tmp_path, adapter):
                            str(tmp_path / "m")], capture_output=True, text=True, timeout=120)
     assert_one_line_error(proc.returncode, proc.stderr, r"^error: sparsity: ")
     assert not (tmp_path / "m").exists()
+
+
+def test_tensor_files_are_the_same_bytes_in_every_process(tmp_path):
+    """safetensors keeps metadata in a per-process randomised hash map: without the canonical order a mask
+    written by a --jobs or Ray worker never matched the same mask written by the engine."""
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+
+    script = ("import sys, torch; from workbench.io.tensors import save_tensors; "
+              "meta = {f'k{i}': f'v{i} \\u00e9\\n\"' for i in range(8)}; "
+              "print(save_tensors(sys.argv[1], {'b': torch.ones(3), 'a': torch.zeros(2, dtype=torch.bool)}, meta))")
+    hashes = {subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{i}.safetensors")], check=True,
+                             capture_output=True, text=True).stdout.strip() for i in range(4)}
+    assert len(hashes) == 1
+    data = (tmp_path / "0.safetensors").read_bytes()
+    assert b'"k0":"v0' in data and data.index(b'"k0"') < data.index(b'"k7"')  # sorted, not reordered
+    with safe_open(str(tmp_path / "0.safetensors"), "pt") as f:  # still a plain safetensors file
+        assert f.metadata() == {f"k{i}": f"v{i} \u00e9\n\"" for i in range(8)}
+        assert f.get_tensor("b").tolist() == [1.0, 1.0, 1.0]

@@ -115,3 +115,7 @@ def test_stage_resources_follow_the_launch_block(tmp_path):
     assert stage_resources(call, 8) == {"num_cpus": 2, "num_gpus": 2}
     plain = StageCall(print, Task.make("e", "evaluate", {}), {}, tmp_path, tmp_path, False, {"processes": 4})
     assert stage_resources(plain, 0) == {"num_cpus": 1, "num_gpus": 0}
+    # an evaluate stage with a launch block runs under accelerate launch too: --processes reaches it
+    evaluate = StageCall(print, Task.make("e", "evaluate", {"launch": {"processes": 1}}), {}, tmp_path, tmp_path,
+                         False, {"processes": 4})
+    assert stage_resources(evaluate, 0) == {"num_cpus": 4, "num_gpus": 0}

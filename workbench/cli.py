@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
-import warnings
 
 from workbench.errors import WorkbenchError
+from workbench.progress import quiet_third_party
 
 # name -> the help line ``workbench --help`` shows; each module registers its parser with the same text.
 COMMANDS = {
@@ -66,17 +65,9 @@ def command_of(argv: list[str]) -> str | None:
     return None
 
 
-def _quiet_third_party() -> None:
-    # Noise a user cannot act on: bitsandbytes asks for the hub-only `kernels` package on every import,
-    # transformers warns about its own renamed internals.
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-
-
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _quiet_third_party()
+    quiet_third_party()
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(only=command_of(argv))
     args = parser.parse_args(argv)

@@ -86,3 +86,17 @@ def progress(total: int | None, desc: str, unit: str = "step", initial: int = 0,
 
         return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True, file=stream)
     return LineProgress(total, desc, unit, initial=initial, file=stream)
+
+
+def quiet_third_party() -> None:
+    """Silence noise a user cannot act on, in the CLI and in every stage worker (``--jobs``, Ray,
+    ``accelerate launch``: their processes do not run the CLI): bitsandbytes asks for the hub-only
+    ``kernels`` package on every import, transformers warns about its own renamed internals."""
+    import logging
+    import warnings
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    if not any(f[1] is not None and "is_gradient_checkpointing" in f[1].pattern for f in warnings.filters
+               if f[0] == "ignore"):  # once per process: filterwarnings prepends a duplicate otherwise
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")

@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
                         "not depend on the seed once, and write one report with intervals and paired tests to OUT/report/")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--processes", type=_positive, metavar="N",
-                   help="run each train/continue stage in N data-parallel processes (accelerate launch; one per "
+                   help="run each train/continue/evaluate stage in N data-parallel processes (accelerate launch; one per "
                         "GPU, gloo on CPU); overrides the pipeline's launch.processes, not part of the cache key")
     add_list_option(p, "--log-with", metavar="TRACKER",
                     help="experiment trackers (accelerate's: tensorboard, wandb, mlflow, trackio, ...); adds to the "

@@ -155,19 +155,24 @@ def evaluate_adapter(adapter_dir, tasks: list[str], base: str | None = None, lim
                      seeds=(0,), gen: GenerationConfig | None = None, out: str | Path | None = None,
                      nlu_mode: str = "generate", device: str | None = None, trust_remote_code: bool = False) -> dict:
     """Load (base + adapter, or the base alone when ``adapter_dir`` is None), evaluate every task, and
-    write the result JSON atomically to ``out`` when given.
+    write the result JSON atomically to ``out`` when given. Under ``accelerate launch`` (N processes) each
+    process computes every N-th batch (``workbench.evaluate.shard``) and the main process writes.
 
     Returns:
         ``{"model": info, "tasks": {name: evaluate_task result}}``.
     """
+    from workbench.evaluate import shard
     from workbench.io.atomic import atomic_write_json
 
     tasks = [_resolve_task(t) for t in tasks]  # unknown names fail before the model is loaded
-    model, tokenizer, info = load_for_eval(adapter_dir, base, device, trust_remote_code=trust_remote_code)
+    shard.init_process_group()  # under accelerate launch / torchrun: each process computes every N-th batch
+    main = shard.world()[0] == 0
+    model, tokenizer, info = load_for_eval(adapter_dir, base, device or shard.device(),
+                                           trust_remote_code=trust_remote_code)
     runner = Runner(model, tokenizer, gen or GenerationConfig(), nlu_mode=nlu_mode)
     report = {"model": info, "tasks": {}}
     for task in tasks:
         report["tasks"][task.name] = evaluate_task(model, tokenizer, task, limit=limit, seeds=seeds, runner=runner)
-        if out is not None:
+        if out is not None and main:
             atomic_write_json(out, report)  # after each task, so a long run leaves its finished tasks behind
     return report

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from workbench.evaluate import shard
+
 DEFAULT_MAX_NEW_TOKENS = 256
 
 
@@ -145,17 +147,26 @@ def generate(model, tokenizer, prompts: list[str], config: GenerationConfig | No
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i])) if cfg.sort_by_length else list(range(len(ids)))
     order = [i for i in order if budget[i] > 0]
     eos, stop = eos_ids(model, tokenizer), tuple(cfg.stop)
-    texts: list[str] = [""] * len(prompts)
-    # sampling draws from torch's global RNG inside generate: seeded here, and the caller's state restored
+    chunks = [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
+    done = {}
+    # sampling draws from torch's global RNG inside generate: seeded per batch (so a batch samples the same
+    # whichever process computes it, workbench.evaluate.shard), and the caller's state restored
     with merged_adapter(model, cfg.merge_adapter), torch.random.fork_rng(devices=_cuda_devices(model)):
-        torch.manual_seed(seed)
-        for start in range(0, len(order), cfg.batch_size):
-            chunk = order[start:start + cfg.batch_size]
-            tokens = _generate_batch(model, tokenizer, [ids[i] for i in chunk], cfg, [budget[i] for i in chunk],
-                                     stop, eos)
-            for i, toks in zip(chunk, tokens):
-                texts[i] = cut_at_stop(tokenizer.decode(toks, skip_special_tokens=True), stop)
+        for b in shard.mine(len(chunks)):
+            torch.manual_seed(batch_seed(seed, b))
+            tokens = _generate_batch(model, tokenizer, [ids[i] for i in chunks[b]], cfg,
+                                     [budget[i] for i in chunks[b]], stop, eos)
+            done[b] = [cut_at_stop(tokenizer.decode(toks, skip_special_tokens=True), stop) for toks in tokens]
+    texts: list[str] = [""] * len(prompts)
+    for chunk, outs in zip(chunks, shard.gather(done, len(chunks))):
+        for i, text in zip(chunk, outs):
+            texts[i] = text
     return texts
+
+
+def batch_seed(seed: int, batch: int) -> int:
+    """The sampling seed of one batch: ``seed`` for the first, a distinct one for each later batch."""
+    return (seed + 1_000_003 * batch) % 2**63
 
 
 def _cuda_devices(model) -> list[int]:

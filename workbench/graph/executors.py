@@ -88,7 +88,9 @@ def call_stage(call: StageCall, shared: dict | None = None) -> StageOutcome:
         The outcome; whatever the stage executor raises propagates.
     """
     from workbench.graph.engine import StageContext
+    from workbench.progress import quiet_third_party
 
+    quiet_third_party()  # a worker process (--jobs, Ray) never ran the CLI that does this
     context = StageContext(call.run_dir, call.resume, shared if shared is not None else {}, dict(call.options))
     saved = {k: os.environ.get(k) for k in call.env}
     os.environ.update(call.env)

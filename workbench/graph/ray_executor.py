@@ -57,11 +57,12 @@ def _unanswered(run_dir: Path, token: str, answers: list[dict]) -> list[str]:
 
 
 def stage_resources(call: StageCall, cluster_gpus: float) -> dict:
-    """The Ray resources of a stage: one CPU per process it runs (``--processes N`` for training stages,
+    """The Ray resources of a stage: one CPU per process it runs (``--processes N`` for stages with a launch block,
     else its ``launch.processes``, else 1; the rule of ``workbench.stages.launch.processes_for``), and one
     GPU per process where the cluster has GPUs."""
     launch = call.task.params.get("launch") or {}
-    given = call.options.get("processes") if call.task.kind in ("train", "continue") else None
+    # the kinds that run under accelerate launch are those with a launch block (train, continue, evaluate)
+    given = call.options.get("processes") if "launch" in call.task.params else None
     processes = int(given or launch.get("processes") or 1)
     return {"num_cpus": processes, "num_gpus": processes if cluster_gpus > 0 else 0}
 

@@ -35,9 +35,35 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], m
     """Atomically write a safetensors file after checking every tensor is finite. Returns its SHA-256."""
     check_finite(tensors, str(path))
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    data = st_save(contiguous, metadata=dict(metadata or {}))
+    data = canonical_metadata(st_save(contiguous, metadata=dict(metadata or {})))
     atomic_write_bytes(path, data)
     return sha256_bytes(data)
+
+
+def canonical_metadata(data: bytes) -> bytes:
+    """The same safetensors file with its ``__metadata__`` entries in sorted key order.
+
+    safetensors keeps metadata in a Rust ``HashMap``, whose order is randomised per process, so the same
+    tensors and metadata gave different bytes in every process (a mask written under ``--jobs``, Ray or
+    a rerun never matched a SHA-256 taken elsewhere). Sorted, the entries take exactly as many bytes, so
+    the header is rewritten in place and no offset moves; the format is unchanged for every reader.
+    """
+    (n,) = struct.unpack("<Q", data[:8])
+    header = data[8:8 + n]
+    pairs = json.loads(header, object_pairs_hook=list)
+    meta = dict(pairs).get("__metadata__")
+    if not meta or len(meta) < 2:
+        return data
+
+    def text(entries) -> bytes:  # serde_json's compact form
+        return json.dumps(dict(entries), ensure_ascii=False, separators=(",", ":")).encode()
+
+    written, wanted = text(meta), text(sorted(meta))
+    at = header.find(b'"__metadata__":' + written)
+    if at < 0 or len(written) != len(wanted):  # an escaping this does not reproduce: leave the file as it is
+        return data
+    start = 8 + at + len(b'"__metadata__":')
+    return data[:start] + wanted + data[start + len(written):]
 
 
 def _check_header(path: Path, data: bytes) -> dict:

@@ -238,8 +238,8 @@ def load_base(spec: BaseSpec | str = EMBEDDED, with_tokenizer: bool = True):
 
     Returns:
         ``(model, tokenizer)``; tokenizer is None when not asked for. The model is in eval mode, and the
-        caller's own: a process loads a full-precision base from disk once and hands out deep copies
-        (``workbench.models.cache``; ``WORKBENCH_BASE_CACHE_MB=0`` turns that off).
+        caller's own (with ``WORKBENCH_BASE_CACHE_MB`` set, a process loads a full-precision base once and
+        hands out deep copies: ``workbench.models.cache``, off by default).
 
     Raises:
         ModelNotFoundError: the model is not installed or not reachable; says how to fix it.

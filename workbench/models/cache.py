@@ -1,16 +1,19 @@
 """The base model loaded once per process: every later load of the same base is a deep copy of it.
 
-A run loads its base in every stage (train, each evaluation, calibration with data): on SmolLM2-135M on
-two shared CPU cores that is 2-4 s of ``from_pretrained`` each time, where a copy of the loaded model
-takes a fraction of a second. Stages change the model they get (PEFT wraps it in place, training flips
+**Off by default** (``WORKBENCH_BASE_CACHE_MB`` unset or ``0``): measured alone on the quick chain
+(docs/performance.md), a stage's ``from_pretrained`` of SmolLM2-135M from the converted, memory-mapped
+safetensors takes 0.2-0.3 s, the deep copy 0.3-0.9 s, and the cached original holds ~500 MB more. It pays
+where a load is slow (a network file system, a converted or remote-code model): ``WORKBENCH_BASE_CACHE_MB=4096``
+caches bases up to 4 GB.
+
+A run loads its base in every stage (train, each evaluation, calibration with data). Stages change the model they get (PEFT wraps it in place, training flips
 ``requires_grad``, a merge writes into the weights), so the cached model is never handed out: each
 caller gets its own ``copy.deepcopy`` (tied weights stay tied; deepcopy shares what the original shares).
 
 The key is the resolved load (spec, source, extra arguments) plus the size and modification time of every
 file in a local model directory, so a model rewritten on disk is loaded afresh. Quantized bases (nf4) are
 not cached (bitsandbytes' packed parameters are not safely deep-copied), nor models above
-``WORKBENCH_BASE_CACHE_MB`` (default 4096: an 8B base would be held twice); ``0`` turns caching off. One
-base is kept at a time, the most recent.
+``WORKBENCH_BASE_CACHE_MB`` (an 8B base would be held twice). One base is kept at a time, the most recent.
 
 Written here because neither transformers nor accelerate keeps loaded models between calls.
 """
@@ -22,12 +25,12 @@ import os
 from pathlib import Path
 from typing import Callable
 
-DEFAULT_LIMIT_MB = 4096
+DEFAULT_LIMIT_MB = 0  # off: see the module docstring
 _entry: dict = {}  # {"key": ..., "model": the loaded original, "tokenizer": ...}
 
 
 def limit_mb() -> float:
-    """The largest base (parameter and buffer bytes, MB) kept in memory; 0 disables the cache."""
+    """The largest base (parameter and buffer bytes, MB) kept in memory; 0 (the default) disables the cache."""
     raw = os.environ.get("WORKBENCH_BASE_CACHE_MB")
     if raw is None or raw.strip() == "":
         return DEFAULT_LIMIT_MB

@@ -17,6 +17,7 @@ from workbench.graph.task import StageResult
 from workbench.io.atomic import atomic_write_json
 from workbench.pipeline.kinds import ADAPTER_KINDS, StageKind, StageSettings
 from workbench.pipeline.schema import Ref, TaskName
+from workbench.stages.train_stage import Launch
 from workbench.stages.common import artifact, base_spec, fmt, stage_tracker, task_of
 from workbench.stages.timing import phase, timed_stage
 
@@ -49,6 +50,8 @@ class EvaluateStage(StageSettings):
     include_path: Optional[str] = Field(
         None, description="directory of local lm-eval task YAML, relative to the pipeline file")
     lm_eval_chat_template: bool = Field(False, description="lm-eval prompts in the tokenizer's chat template")
+    launch: Optional[Launch] = Field(
+        None, description="data-parallel processes (default defaults.launch): each computes every N-th batch")
 
     @model_validator(mode="after")
     def _harness_fields(self):
@@ -92,7 +95,16 @@ def resolve(stage, ctx) -> dict:
             **{k: getattr(stage, k) for k in EVAL_OPTIONAL},
             "template": d.template,  # the prompt template of the training settings (defaults.template)
             **({"pad_token": d.pad_token} if d.pad_token != "eos" else {}),  # the base alone; keys kept at eos
-            **lm_eval_params(stage, ctx.base_dir)}
+            **lm_eval_params(stage, ctx.base_dir),
+            # how many processes, not what is computed: KEY_NEUTRAL_PARAMS (workbench/graph/task.py)
+            "launch": eval_launch(stage, ctx)}
+
+
+def eval_launch(stage, ctx) -> dict:
+    """The stage's ``launch`` block, else the defaults' (the one training stages use); FSDP is refused
+    (evaluation shards prompts, not weights) and ``mixed_precision`` has nothing to set here."""
+    launch = stage.launch or getattr(ctx.defaults, "launch", None) or Launch()
+    return {"processes": launch.processes}
 
 
 def lm_eval_params(stage, base_dir: Path) -> dict:
@@ -185,11 +197,21 @@ def kind_options(task, p: dict) -> dict:
 
 @timed_stage("evaluate")
 def run_evaluate(task, inputs, out_dir: Path, context) -> StageResult:
-    """Evaluate every task not already in ``results.json``."""
+    """Evaluate every task not already in ``results.json``; with ``launch.processes`` > 1 (or
+    ``--processes``), in that many processes under ``accelerate launch`` (workbench/stages/launch.py), each
+    computing every N-th batch of every task (workbench/evaluate/shard.py); only the main process writes."""
+    from workbench.evaluate import shard
     from workbench.evaluate.api import evaluate_task, load_for_eval
     from workbench.evaluate.generate import GenerationConfig
+    from workbench.stages.launch import processes_for, run_launched
     from workbench.tracking import log_evaluation
 
+    processes = processes_for(task, context)
+    if processes > 1:  # the workers run this very function, in-process
+        return run_launched(task, inputs, out_dir, context, processes)
+    shard.init_process_group()
+    main = shard.world()[0] == 0
+    write = atomic_write_json if main else (lambda *a: None)
     p = task.params
     out = Path(out_dir) / "results.json"
     results = _done(out) if context.resume else {}
@@ -205,7 +227,7 @@ def run_evaluate(task, inputs, out_dir: Path, context) -> StageResult:
         spec = base_spec(p)
         with phase("load"):
             model, tok, info = load_for_eval(adapter, base=spec.name, trust_remote_code=spec.trust_remote_code,
-                                             pad_token=p.get("pad_token"))
+                                             pad_token=p.get("pad_token"), device=shard.device())
         gen = GenerationConfig(max_new_tokens=p.get("max_new_tokens", 128), **sampling(p))
         specs = p.get("task_specs") or {}
         for name in todo:
@@ -216,14 +238,17 @@ def run_evaluate(task, inputs, out_dir: Path, context) -> StageResult:
                 t = with_template(t, p["template"])
             results[name] = evaluate_task(model, tok, t, limit=p.get("limit"), gen=gen, heldout_limit=p.get("nll_limit"),
                                           generate=name not in p.get("nll_only", ()), **kind_options(t, p))
-            atomic_write_json(out, {"model": info, "tasks": results})
-        if lm_todo:
+            write(out, {"model": info, "tasks": results})
+        if lm_todo and main:  # lm-eval batches on its own: the main process runs it, the others wait
             from workbench.evaluate.lm_eval_bridge import run_lm_eval
 
             harness = run_lm_eval(model, tok, lm_todo, manager=manager, include_path=p.get("include_path"),
                                   limit=p.get("limit"), apply_chat_template=p.get("lm_eval_chat_template", False))
             results.update(harness["tasks"])
-            atomic_write_json(out, {"model": info, "tasks": results})
+            write(out, {"model": info, "tasks": results})
+    # how the batches were split, from the processes themselves (not part of the results: those are the
+    # one-process bytes whatever the split)
+    write(Path(out_dir) / "eval_split.json", shard.record())
     with stage_tracker(task, context) as tracker:  # every metric, and the forgetting curves' points
         log_evaluation(tracker, task.name, results, context.options.get("eval_positions", {}).get(task.name, 0))
     metrics = {name: {"primary": r["primary"], "value": r["metrics"].get(r["primary"]), "nll": r["metrics"].get("nll"),

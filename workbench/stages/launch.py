@@ -200,5 +200,8 @@ def worker(job_path: Path, handback: Path) -> None:
 
 
 if __name__ == "__main__":
+    from workbench.progress import quiet_third_party
+
+    quiet_third_party()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     worker(Path(sys.argv[1]), Path(sys.argv[2]))
