@@ -35,6 +35,20 @@ def test_one_process_computes_every_batch_and_a_missing_batch_is_an_error():
         shard.gather({0: "a"}, 2)
     assert shard.record() == {"world_size": 1, "batches": [3]}  # 2 + 1 gathered above, then reset
     assert shard.record() == {"world_size": 1, "batches": [0]}
+    shard.gather({0: "a"}, 1)
+    shard.reset()  # what an evaluate stage does first: batches of an earlier stage are not its own
+    assert shard.record()["batches"] == [0]
+
+
+def test_an_evaluate_stage_counts_only_its_own_batches(tmp_path, tiny_dir):
+    from workbench.graph.engine import StageContext
+    from workbench.stages.evaluate_stage import run_evaluate
+
+    shard.gather({0: "an earlier stage's batch"}, 1)  # e.g. a training stage's held-out NLL in this process
+    task = load_pipeline(str(_pipeline(tmp_path, model=tiny_dir))).task("sampled")
+    run_evaluate.__wrapped__(task, {}, tmp_path / "out", StageContext(tmp_path))
+    # math: 20 prompts in batches of 16 (2) and 20 held-out pairs in batches of 8 (3)
+    assert json.loads((tmp_path / "out" / "eval_split.json").read_text()) == {"world_size": 1, "batches": [5]}
 
 
 def test_an_evaluate_stage_takes_the_launch_block_outside_its_key(tmp_path):

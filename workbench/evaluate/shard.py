@@ -55,6 +55,12 @@ def gather(local: dict[int, object], n_batches: int) -> list:
     return [joined[i] for i in range(n_batches)]
 
 
+def reset() -> None:
+    """Start counting afresh (an evaluate stage's start: a training stage's held-out NLL in the same
+    process is computed in batches too, and is not this stage's)."""
+    _COMPUTED.clear()
+
+
 def record() -> dict:
     """How the evaluation so far was split: ``{"world_size", "batches": [per rank]}``, gathered from the
     processes themselves (a collective: every process calls it). Resets the count."""

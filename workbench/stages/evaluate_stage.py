@@ -210,6 +210,7 @@ def run_evaluate(task, inputs, out_dir: Path, context) -> StageResult:
     if processes > 1:  # the workers run this very function, in-process
         return run_launched(task, inputs, out_dir, context, processes)
     shard.init_process_group()
+    shard.reset()
     main = shard.world()[0] == 0
     write = atomic_write_json if main else (lambda *a: None)
     p = task.params
