@@ -96,7 +96,6 @@ def quiet_third_party() -> None:
     import warnings
 
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    if not any(f[1] is not None and "is_gradient_checkpointing" in f[1].pattern for f in warnings.filters
-               if f[0] == "ignore"):  # once per process: filterwarnings prepends a duplicate otherwise
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+    # filterwarnings replaces an identical filter, so a call per stage adds nothing twice
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")

@@ -147,21 +147,17 @@ def generate(model, tokenizer, prompts: list[str], config: GenerationConfig | No
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i])) if cfg.sort_by_length else list(range(len(ids)))
     order = [i for i in order if budget[i] > 0]
     eos, stop = eos_ids(model, tokenizer), tuple(cfg.stop)
-    chunks = [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
-    done = {}
+
+    def one_batch(b: int, chunk: list[int]) -> list[str]:
+        torch.manual_seed(batch_seed(seed, b))
+        tokens = _generate_batch(model, tokenizer, [ids[i] for i in chunk], cfg, [budget[i] for i in chunk], stop, eos)
+        return [cut_at_stop(tokenizer.decode(toks, skip_special_tokens=True), stop) for toks in tokens]
+
     # sampling draws from torch's global RNG inside generate: seeded per batch (so a batch samples the same
     # whichever process computes it, workbench.evaluate.shard), and the caller's state restored
     with merged_adapter(model, cfg.merge_adapter), torch.random.fork_rng(devices=_cuda_devices(model)):
-        for b in shard.mine(len(chunks)):
-            torch.manual_seed(batch_seed(seed, b))
-            tokens = _generate_batch(model, tokenizer, [ids[i] for i in chunks[b]], cfg,
-                                     [budget[i] for i in chunks[b]], stop, eos)
-            done[b] = [cut_at_stop(tokenizer.decode(toks, skip_special_tokens=True), stop) for toks in tokens]
-    texts: list[str] = [""] * len(prompts)
-    for chunk, outs in zip(chunks, shard.gather(done, len(chunks))):
-        for i, text in zip(chunk, outs):
-            texts[i] = text
-    return texts
+        texts = shard.map_batches(order, cfg.batch_size, one_batch)
+    return [texts.get(i, "") for i in range(len(prompts))]  # a prompt over its budget generates nothing
 
 
 def batch_seed(seed: int, batch: int) -> int:

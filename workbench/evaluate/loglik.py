@@ -65,14 +65,10 @@ def continuation_logprobs(model, tokenizer, contexts: list[str], continuations: 
         if not cont:
             raise ValueError(f"continuation {i} ({continuations[i]!r}) has no tokens")
     order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
-    chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
     with merged_adapter(model, merge):  # under N processes each scores every N-th batch (shard.py)
-        done = {b: _score_batch(model, tokenizer, [pairs[i] for i in chunks[b]]) for b in shard.mine(len(chunks))}
-    out: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
-    for chunk, scores in zip(chunks, shard.gather(done, len(chunks))):
-        for i, score in zip(chunk, scores):
-            out[i] = (score, len(pairs[i][1]))
-    return out
+        scores = shard.map_batches(order, batch_size,
+                                   lambda b, chunk: _score_batch(model, tokenizer, [pairs[i] for i in chunk]))
+    return [(scores[i], len(pairs[i][1])) for i in range(len(pairs))]
 
 
 def option_logprobs(model, tokenizer, contexts: list[str], options: list[list[str]], batch_size: int = 8,

@@ -15,12 +15,12 @@ round-trips what evaluation returns exactly (strings; Python floats by their sho
 from __future__ import annotations
 
 import json
-from collections import Counter
+from typing import Callable
 
 import torch
 
-# what this process computed in the current evaluation, by world rank: {rank: batches}; see record()
-_COMPUTED: Counter = Counter()
+# batches this process computed since the last reset() / record()
+_computed = 0
 
 
 def world() -> tuple[int, int]:
@@ -37,15 +37,24 @@ def mine(n_batches: int) -> list[int]:
     return list(range(rank, n_batches, size))
 
 
+def map_batches(order: list[int], batch_size: int, fn: Callable[[int, list[int]], list]) -> dict[int, object]:
+    """``{item: result}`` for every item of ``order``, cut into batches of ``batch_size`` as one process
+    would; ``fn(batch index, items)`` returns one result per item and runs here only for this process's
+    batches (:func:`mine`); the others' results arrive by :func:`gather`."""
+    chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    done = {b: fn(b, chunks[b]) for b in mine(len(chunks))}
+    return {i: r for chunk, outs in zip(chunks, gather(done, len(chunks))) for i, r in zip(chunk, outs)}
+
+
 def gather(local: dict[int, object], n_batches: int) -> list:
     """Every process's ``{batch index: result}`` joined into a list in batch order (on every process).
 
     With one process it is ``local`` in order. Raises ``RuntimeError`` when a batch is missing (a process
     skipped one: the split would silently lose prompts otherwise).
     """
-    rank, size = world()
-    _COMPUTED[rank] += len(local)
-    if size > 1:
+    global _computed
+    _computed += len(local)
+    if world()[1] > 1:
         joined = {int(i): r for part in all_gather_json({str(i): r for i, r in local.items()}) for i, r in part.items()}
     else:
         joined = local
@@ -58,19 +67,16 @@ def gather(local: dict[int, object], n_batches: int) -> list:
 def reset() -> None:
     """Start counting afresh (an evaluate stage's start: a training stage's held-out NLL in the same
     process is computed in batches too, and is not this stage's)."""
-    _COMPUTED.clear()
+    global _computed
+    _computed = 0
 
 
 def record() -> dict:
     """How the evaluation so far was split: ``{"world_size", "batches": [per rank]}``, gathered from the
     processes themselves (a collective: every process calls it). Resets the count."""
-    rank, size = world()
-    counts = [0] * size
-    if size > 1:
-        counts = [int(c) for c in all_gather_json(_COMPUTED.get(rank, 0))]
-    else:
-        counts[0] = _COMPUTED.get(0, 0)
-    _COMPUTED.clear()
+    size = world()[1]
+    counts = [int(c) for c in all_gather_json(_computed)] if size > 1 else [_computed]
+    reset()
     return {"world_size": size, "batches": counts}
 
 
@@ -93,16 +99,16 @@ def all_gather_json(obj) -> list:
 def init_process_group() -> None:
     """Join the launcher's process group (``accelerate launch``/torchrun environment) when there is one:
     accelerate's ``PartialState``, with ``cpu=True`` where there is no accelerator (else it reports one
-    process; see ``workbench.train.loop.make_accelerator``)."""
+    process; ``workbench.models.base.has_accelerator``)."""
     import os
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or world()[1] > 1:
         return
     from accelerate import PartialState
 
-    device_api = getattr(torch, "accelerator", None)
-    has_device = device_api.is_available() if device_api is not None else torch.cuda.is_available()
-    PartialState(cpu=not has_device)
+    from workbench.models.base import has_accelerator
+
+    PartialState(cpu=not has_accelerator())
 
 
 def device() -> str | None:

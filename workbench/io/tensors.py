@@ -50,15 +50,14 @@ def canonical_metadata(data: bytes) -> bytes:
     """
     (n,) = struct.unpack("<Q", data[:8])
     header = data[8:8 + n]
-    pairs = json.loads(header, object_pairs_hook=list)
-    meta = dict(pairs).get("__metadata__")
+    meta = json.loads(header).get("__metadata__")  # a dict keeps the order the file has
     if not meta or len(meta) < 2:
         return data
 
-    def text(entries) -> bytes:  # serde_json's compact form
-        return json.dumps(dict(entries), ensure_ascii=False, separators=(",", ":")).encode()
+    def text(entries: dict) -> bytes:  # serde_json's compact form
+        return json.dumps(entries, ensure_ascii=False, separators=(",", ":")).encode()
 
-    written, wanted = text(meta), text(sorted(meta))
+    written, wanted = text(meta), text(dict(sorted(meta.items())))
     at = header.find(b'"__metadata__":' + written)
     if at < 0 or len(written) != len(wanted):  # an escaping this does not reproduce: leave the file as it is
         return data

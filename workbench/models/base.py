@@ -132,6 +132,15 @@ def resolve_source(name: str) -> tuple[str, dict]:
     return name, {}
 
 
+def has_accelerator() -> bool:
+    """Whether torch sees an accelerator (CUDA, XPU, MPS, ...; ``torch.accelerator``, torch >= 2.6).
+
+    Multi-process runs need it: accelerate 1.x makes a launcher's processes one gloo group on CPU only when
+    told ``cpu=True`` (``accelerate.state.PartialState._prepare_backend``)."""
+    device_api = getattr(torch, "accelerator", None)
+    return device_api.is_available() if device_api is not None else torch.cuda.is_available()
+
+
 def load_tokenizer(spec: BaseSpec | str):
     from transformers import AutoTokenizer
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 from workbench.errors import ConfigError
 from workbench.graph.task import StageResult
@@ -170,14 +170,25 @@ def stream_seeds(pipeline_or_chain, out=None, overrides=(), seeds=(0,), *, progr
         for name, result in _run_seeds(pipeline_or_chain, part_root, overrides, pipelines, shared, progress, opts,
                                        runs):
             yield (f"{label}/{name}" if label else name), result
-        finished.append((label, opts, pipelines, runs, part_root, shared))
-    for label, _, pipelines, runs, part_root, shared in finished[1:]:  # each protocol's own report as well
-        write_seed_report(part_root, pipelines, runs, shared)
+        finished.append(Part(label, opts, pipelines, runs, part_root, shared))
+    for part in finished[1:]:  # each protocol's own report as well
+        write_seed_report(part.root, part.pipelines, part.runs, part.shared)
     if len(finished) == 1:
-        report = write_seed_report(root, parts[0][2], finished[0][3], finished[0][5])
+        report = write_seed_report(root, finished[0].pipelines, finished[0].runs, finished[0].shared)
     else:
         report = write_combined_report(root, finished)
     yield "report", StageResult(artifacts={"report": report})
+
+
+class Part(NamedTuple):
+    """One protocol's pipelines of a ``--seeds`` run, once its seeds have run."""
+
+    label: str  # "" for the main protocol, else the protocol (its runs live in ROOT/<label>/)
+    options: dict
+    pipelines: dict  # seed -> pipeline
+    runs: dict  # seed -> {stage: result}
+    root: Path
+    shared: dict  # seed -> stages computed once for every seed
 
 
 def _load_seeds(pipeline_or_chain, overrides: list[str], seeds: list, options: dict) -> dict:
@@ -232,24 +243,24 @@ def write_seed_report(root: Path, pipelines: dict, runs: dict, reused: dict) -> 
     return write_report(report, Path(root) / "report")
 
 
-def write_combined_report(root: Path, finished: list[tuple]) -> Path:
-    """ROOT/report/ over every pipeline of a cross-protocol run (``finished``: ``(label, options, pipelines,
-    runs, part root, shared stages)`` each, the main one first)."""
+def write_combined_report(root: Path, finished: list[Part]) -> Path:
+    """ROOT/report/ over every pipeline of a cross-protocol run (``finished``: the main part first)."""
     from workbench.analytics.seed_report import build_seed_report, write_report
     from workbench.stages.cross_protocol import merge_parts, stage_name
 
-    seeds = list(finished[0][3])
+    seeds = list(finished[0].runs)
     parts = []
-    for label, opts, pipelines, runs, *_ in finished:
-        data, groups, points = _seed_data(pipelines, runs)
+    for part in finished:
+        data, groups, points = _seed_data(part.pipelines, part.runs)
+        method = part.options.get("method")
         # a one-method pipeline's matrix is named after the pipeline: here it is named after its method
-        rename = {g: opts.get("method") for g in groups} if len(groups) == 1 and opts.get("method") else {}
-        parts.append({"label": label, "data": data, "groups": groups, "points": points, "rename": rename})
+        rename = {g: method for g in groups} if len(groups) == 1 and method else {}
+        parts.append({"label": part.label, "data": data, "groups": groups, "points": points, "rename": rename})
     data, groups, points = merge_parts(parts, seeds)
-    reused = {s: [stage_name(label, n) for label, *_, shared in finished for n in shared[s]] for s in seeds}
-    runs = {s: ", ".join(str((pr / f"seed-{s}").relative_to(root)) for *_, pr, _ in finished) for s in seeds}
+    reused = {s: [stage_name(p.label, n) for p in finished for n in p.shared[s]] for s in seeds}
+    runs = {s: ", ".join(str((p.root / f"seed-{s}").relative_to(root)) for p in finished) for s in seeds}
     report = build_seed_report(seeds, data, groups, runs=runs, reused=reused,
-                               pipeline=finished[0][2][seeds[0]].name, score_points=points)
+                               pipeline=finished[0].pipelines[seeds[0]].name, score_points=points)
     return write_report(report, Path(root) / "report")
 
 

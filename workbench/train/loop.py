@@ -280,9 +280,9 @@ def make_accelerator(precision: str):
 
     from accelerate.utils import DistributedType
 
-    device_api = getattr(torch, "accelerator", None)  # torch >= 2.6: CUDA, XPU, MPS, ...
-    has_device = device_api.is_available() if device_api is not None else torch.cuda.is_available()
-    acc = Accelerator(cpu=not has_device, mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision])
+    from workbench.models.base import has_accelerator
+
+    acc = Accelerator(cpu=not has_accelerator(), mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision])
     if acc.distributed_type == DistributedType.FSDP:
         # checkpoints and the adapter are read from the live parameters, which FSDP shards across the
         # processes: refuse rather than write a partial adapter (not testable on CPU, so not built yet)
